@@ -1,0 +1,212 @@
+//! Running a guest to completion under a VMM, with a timeout, capturing the
+//! serial console. The VMM process is killed if the run is dropped early.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use vessel_vmm::profile::HostProfile;
+
+use crate::report::START_MARKER;
+
+/// What to boot.
+#[derive(Debug, Clone)]
+pub struct GuestSpec {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub vcpus: u8,
+    pub memory_mib: u32,
+    /// Appended to the profile's default command line.
+    pub extra_cmdline: String,
+}
+
+impl GuestSpec {
+    pub fn new(kernel: PathBuf, initrd: PathBuf) -> Self {
+        Self {
+            kernel,
+            initrd,
+            vcpus: 1,
+            memory_mib: 128,
+            extra_cmdline: String::new(),
+        }
+    }
+}
+
+/// Which VMM runs the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runner {
+    /// `qemu-system-x86_64 -M microvm`: the reference the benchmarks compare against.
+    QemuMicrovm,
+}
+
+/// What a finished run left.
+#[derive(Debug)]
+pub struct GuestOutput {
+    pub status: ExitStatus,
+    /// The serial console (the VMM's stdout).
+    pub console: String,
+    /// The VMM's own stderr.
+    pub stderr: String,
+    /// From spawning the VMM to the test init's start marker.
+    pub to_init_marker: Option<Duration>,
+    pub elapsed: Duration,
+}
+
+impl Runner {
+    /// The command that boots `spec` on this host.
+    pub fn command(self, spec: &GuestSpec, profile: HostProfile) -> Command {
+        let cmdline = format!("{} quiet {}", profile.default_cmdline(), spec.extra_cmdline);
+        match self {
+            Runner::QemuMicrovm => {
+                let mut cmd = Command::new("qemu-system-x86_64");
+                cmd.args(["-M", "microvm", "-enable-kvm", "-cpu", &profile.qemu_cpu()])
+                    .args([
+                        "-m",
+                        &spec.memory_mib.to_string(),
+                        "-smp",
+                        &spec.vcpus.to_string(),
+                    ])
+                    .args([
+                        "-nodefaults",
+                        "-no-user-config",
+                        "-nographic",
+                        "-serial",
+                        "stdio",
+                    ])
+                    // i8042 carries the guest's reboot (reboot=k); -no-reboot
+                    // turns it into QEMU's exit with status 0.
+                    .args(["-device", "i8042", "-no-reboot"])
+                    .arg("-kernel")
+                    .arg(&spec.kernel)
+                    .arg("-initrd")
+                    .arg(&spec.initrd)
+                    .args(["-append", cmdline.trim_end()]);
+                cmd
+            }
+        }
+    }
+
+    /// Boots `spec` and waits for the VMM to exit, at most `timeout`.
+    pub fn run(self, spec: &GuestSpec, timeout: Duration) -> Result<GuestOutput> {
+        let profile = HostProfile::detect()?;
+        let mut cmd = self.command(spec, profile);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let start = Instant::now();
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("start {:?}", cmd.get_program()))?;
+        let mut vm = RunningVm::new(child, start);
+        let deadline = start + timeout;
+        loop {
+            if let Some(status) = vm.child.try_wait().context("wait for the VMM")? {
+                let (console, to_init_marker, stderr) = vm.collect();
+                return Ok(GuestOutput {
+                    status,
+                    console,
+                    stderr,
+                    to_init_marker,
+                    elapsed: start.elapsed(),
+                });
+            }
+            if Instant::now() >= deadline {
+                let (console, _, stderr) = vm.kill_and_collect();
+                let tail: String = console
+                    .lines()
+                    .rev()
+                    .take(20)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                bail!("the guest did not finish within {timeout:?}; console tail:\n{tail}\nstderr:\n{stderr}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// A VMM process with threads draining its stdout and stderr. Dropping it
+/// kills the process, so a failing test leaves no VM behind.
+struct RunningVm {
+    child: Child,
+    console: Arc<Mutex<(String, Option<Duration>)>>,
+    readers: Vec<JoinHandle<()>>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl RunningVm {
+    fn new(mut child: Child, start: Instant) -> Self {
+        let console = Arc::new(Mutex::new((String::new(), None)));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut readers = Vec::new();
+        if let Some(out) = child.stdout.take() {
+            let console = Arc::clone(&console);
+            readers.push(std::thread::spawn(move || {
+                for line in BufReader::new(out).split(b'\n').map_while(Result::ok) {
+                    let line = String::from_utf8_lossy(&line);
+                    let mut guard = console.lock().unwrap_or_else(|p| p.into_inner());
+                    if guard.1.is_none() && line.contains(START_MARKER) {
+                        guard.1 = Some(start.elapsed());
+                    }
+                    guard.0.push_str(&line);
+                    guard.0.push('\n');
+                }
+            }));
+        }
+        if let Some(err) = child.stderr.take() {
+            let stderr = Arc::clone(&stderr);
+            readers.push(std::thread::spawn(move || {
+                for line in BufReader::new(err).lines().map_while(Result::ok) {
+                    let mut guard = stderr.lock().unwrap_or_else(|p| p.into_inner());
+                    guard.push_str(&line);
+                    guard.push('\n');
+                }
+            }));
+        }
+        Self {
+            child,
+            console,
+            readers,
+            stderr,
+        }
+    }
+
+    fn collect(&mut self) -> (String, Option<Duration>, String) {
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
+        let console = self
+            .console
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let stderr = self
+            .stderr
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        (console.0, console.1, stderr)
+    }
+
+    fn kill_and_collect(&mut self) -> (String, Option<Duration>, String) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.collect()
+    }
+}
+
+impl Drop for RunningVm {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

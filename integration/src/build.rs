@@ -88,6 +88,8 @@ pub fn static_binary(package: &str, bin: &str) -> Result<PathBuf> {
         .env("CARGO_TARGET_DIR", &target_dir)
         // --target keeps the flag off build scripts and proc macros.
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        // Every byte of the initramfs is copied by emulated kernel code here.
+        .env("CARGO_PROFILE_RELEASE_STRIP", "symbols")
         .status()
         .with_context(|| format!("run cargo build for {package}"))?;
     if !status.success() {

@@ -190,17 +190,8 @@ pub fn namespaces_pivot_root() -> SysResult<String> {
         // SAFETY: _exit ends the child without running the parent's atexit work.
         unsafe { libc::_exit(code) };
     }
-    let mut status = 0;
-    // SAFETY: status is a valid out-pointer; pid is our child.
-    check(
-        unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) }.into(),
-        "waitpid",
-    )?;
-    match (libc::WIFEXITED(status), libc::WEXITSTATUS(status)) {
-        (true, 0) => Ok("pid,mnt,uts,ipc,net+pivot_root".into()),
-        (true, step) => Err(format!("child failed at step {step}")),
-        _ => Err(format!("child died, wait status {status:#x}")),
-    }
+    sys::wait_child(pid)?;
+    Ok("pid,mnt,uts,ipc,net+pivot_root".into())
 }
 
 fn in_new_namespaces() -> Result<(), (i32, String)> {
@@ -211,11 +202,8 @@ fn in_new_namespaces() -> Result<(), (i32, String)> {
     }
     let name = b"vessel-probe";
     // SAFETY: name points to name.len() readable bytes.
-    check(
-        unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) }.into(),
-        "sethostname",
-    )
-    .map_err(step(2))?;
+    let ret = unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) };
+    check(ret.into(), "sethostname").map_err(step(2))?;
     sys::mount("none", "/", "", libc::MS_REC | libc::MS_PRIVATE, "").map_err(step(3))?;
     // pivot_root(2) refuses to move away from the initramfs (rootfs): first
     // move a tmpfs over / and chroot into it, as switch_root does. The agent
@@ -234,11 +222,8 @@ fn in_new_namespaces() -> Result<(), (i32, String)> {
     sys::mkdir_p("/newroot/old").map_err(step(5))?;
     let (new_c, old_c) = (c"/newroot", c"/newroot/old");
     // SAFETY: both are valid NUL-terminated paths.
-    check(
-        unsafe { libc::syscall(libc::SYS_pivot_root, new_c.as_ptr(), old_c.as_ptr()) },
-        "pivot_root",
-    )
-    .map_err(step(6))?;
+    let ret = unsafe { libc::syscall(libc::SYS_pivot_root, new_c.as_ptr(), old_c.as_ptr()) };
+    check(ret, "pivot_root").map_err(step(6))?;
     std::env::set_current_dir("/").map_err(|e| (7, format!("chdir /: {e}")))?;
     sys::umount("/old").map_err(step(8))?;
     if std::path::Path::new("/stage-marker").exists()
@@ -273,12 +258,11 @@ pub fn netlink_loopback_up() -> SysResult<String> {
         msg[16] = libc::AF_UNSPEC as u8;
         msg[20..24].copy_from_slice(&1i32.to_ne_bytes()); // ifindex of lo
         msg[24..28].copy_from_slice(&(libc::IFF_UP as u32).to_ne_bytes()); // flags
-        msg[28..32].copy_from_slice(&(libc::IFF_UP as u32).to_ne_bytes()); // change mask
-                                                                           // SAFETY: msg is a valid buffer of msg.len() bytes.
-        check(
-            unsafe { libc::send(fd, msg.as_ptr().cast(), msg.len(), 0) } as libc::c_long,
-            "netlink send",
-        )?;
+                                                                           // change mask
+        msg[28..32].copy_from_slice(&(libc::IFF_UP as u32).to_ne_bytes());
+        // SAFETY: msg is a valid buffer of msg.len() bytes.
+        let ret = unsafe { libc::send(fd, msg.as_ptr().cast(), msg.len(), 0) };
+        check(ret as libc::c_long, "netlink send")?;
         let mut reply = [0u8; 256];
         // SAFETY: reply is a writable buffer of reply.len() bytes.
         let n = check(
@@ -320,16 +304,12 @@ pub fn epoll_eventfd() -> SysResult<String> {
             u64: 7,
         };
         // SAFETY: ep and ev are open fds; event is a valid epoll_event.
-        check(
-            unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, ev, &mut event) }.into(),
-            "epoll_ctl",
-        )?;
+        let ret = unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, ev, &mut event) };
+        check(ret.into(), "epoll_ctl")?;
         let one = 1u64.to_ne_bytes();
         // SAFETY: one is 8 readable bytes.
-        check(
-            unsafe { libc::write(ev, one.as_ptr().cast(), 8) } as libc::c_long,
-            "eventfd write",
-        )?;
+        let ret = unsafe { libc::write(ev, one.as_ptr().cast(), 8) };
+        check(ret as libc::c_long, "eventfd write")?;
         let mut out = [libc::epoll_event { events: 0, u64: 0 }; 2];
         // SAFETY: out has room for 2 events.
         let n = check(
@@ -363,10 +343,8 @@ pub fn vsock_listen() -> SysResult<String> {
         addr.svm_cid = libc::VMADDR_CID_ANY;
         let len = std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t;
         // SAFETY: addr is a valid sockaddr_vm of len bytes.
-        check(
-            unsafe { libc::bind(fd, (&addr as *const libc::sockaddr_vm).cast(), len) }.into(),
-            "bind vsock port 1024",
-        )?;
+        let ret = unsafe { libc::bind(fd, (&addr as *const libc::sockaddr_vm).cast(), len) };
+        check(ret.into(), "bind vsock port 1024")?;
         // SAFETY: fd is a bound socket.
         check(unsafe { libc::listen(fd, 16) }.into(), "listen vsock")?;
         Ok("listening on port 1024".to_string())
@@ -430,10 +408,8 @@ pub fn pty() -> SysResult<String> {
         check(unsafe { libc::unlockpt(master) }.into(), "unlockpt")?;
         let mut n: libc::c_uint = 0;
         // SAFETY: TIOCGPTN writes one unsigned int to &mut n.
-        check(
-            unsafe { libc::ioctl(master, libc::TIOCGPTN, &mut n) }.into(),
-            "TIOCGPTN",
-        )?;
+        let ret = unsafe { libc::ioctl(master, libc::TIOCGPTN, &mut n) };
+        check(ret.into(), "TIOCGPTN")?;
         let ws = libc::winsize {
             ws_row: 40,
             ws_col: 120,
@@ -441,10 +417,8 @@ pub fn pty() -> SysResult<String> {
             ws_ypixel: 0,
         };
         // SAFETY: TIOCSWINSZ reads one winsize from &ws.
-        check(
-            unsafe { libc::ioctl(master, libc::TIOCSWINSZ, &ws) }.into(),
-            "TIOCSWINSZ",
-        )?;
+        let ret = unsafe { libc::ioctl(master, libc::TIOCSWINSZ, &ws) };
+        check(ret.into(), "TIOCSWINSZ")?;
         Ok(format!("/dev/pts/{n}"))
     })();
     sys::close(master);
@@ -461,17 +435,8 @@ pub fn seccomp_filter() -> SysResult<String> {
         // SAFETY: ends the child at once.
         unsafe { libc::_exit(code) };
     }
-    let mut status = 0;
-    // SAFETY: status is a valid out-pointer; pid is our child.
-    check(
-        unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) }.into(),
-        "waitpid",
-    )?;
-    match (libc::WIFEXITED(status), libc::WEXITSTATUS(status)) {
-        (true, 0) => Ok("filter installed, EPERM seen".into()),
-        (true, code) => Err(format!("child failed at step {code}")),
-        _ => Err(format!("child died, wait status {status:#x}")),
-    }
+    sys::wait_child(pid)?;
+    Ok("filter installed, EPERM seen".into())
 }
 
 fn seccomp_child() -> i32 {

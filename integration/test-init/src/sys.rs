@@ -62,6 +62,19 @@ pub fn close(fd: libc::c_int) {
     unsafe { libc::close(fd) };
 }
 
+/// Waits for a probe child whose exit code is the step that failed (0: none).
+pub fn wait_child(pid: libc::c_long) -> SysResult<()> {
+    let mut status = 0;
+    // SAFETY: status is a valid out-pointer; pid is our child.
+    let ret = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
+    check(ret.into(), "waitpid")?;
+    match (libc::WIFEXITED(status), libc::WEXITSTATUS(status)) {
+        (true, 0) => Ok(()),
+        (true, step) => Err(format!("child failed at step {step}")),
+        _ => Err(format!("child died, wait status {status:#x}")),
+    }
+}
+
 /// Reboots at once; in a microVM that ends the VM.
 pub fn reboot() -> ! {
     // SAFETY: sync and reboot have no memory-safety preconditions; we are

@@ -1,6 +1,14 @@
 //! vessel-vmm: the KVM microVM monitor that runs one pod.
 //!
-//! Today this crate holds the host profile (what the guest needs from the host
-//! it runs on). The VMM itself is the subject of its own issue.
+//! The crate is split by concern: [`config`] validates what the user asked
+//! for, [`memory`] lays out guest RAM, [`boot`] loads the kernel and writes the
+//! boot structures, [`cpu`] configures vCPUs, [`devices`] emulates the legacy
+//! port-I/O devices, and [`vm`] ties them together and runs the guest.
 
+pub mod boot;
+pub mod config;
+pub mod cpu;
+pub mod devices;
+pub mod memory;
 pub mod profile;
+pub mod vm;

@@ -1,0 +1,5 @@
+//! vCPU configuration (CPUID, MSRs, registers) and the vCPU run loop.
+
+pub mod cpuid;
+pub mod msr;
+pub mod vcpu;

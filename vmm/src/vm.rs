@@ -1,0 +1,185 @@
+//! The VM: KVM objects, guest memory, devices and vCPU threads.
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::{mpsc, Arc};
+use std::thread;
+
+use kvm_bindings::{
+    kvm_pit_config, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
+};
+use kvm_ioctls::{Kvm, VmFd};
+use tracing::{info, warn};
+use vm_memory::{GuestMemory, GuestMemoryMmap, GuestMemoryRegion};
+
+use crate::boot::{layout, loader, mptable, params, tables};
+use crate::config::{SerialOutput, VmConfig};
+use crate::cpu::vcpu::{Vcpu, VcpuError, VmExit};
+use crate::devices::legacy::serial::{SerialDevice, SerialError, SERIAL_IRQ};
+use crate::devices::PioBus;
+use crate::memory::{self, MemoryError};
+use crate::profile::HostProfile;
+
+/// Errors of building or running the VM.
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    #[error("cannot open /dev/kvm")]
+    OpenKvm(#[source] kvm_ioctls::Error),
+    #[error("cannot create the VM")]
+    CreateVm(#[source] kvm_ioctls::Error),
+    #[error("cannot create guest memory")]
+    CreateMemory(#[source] MemoryError),
+    #[error("guest memory slot {0} has no host mapping")]
+    GetHostAddress(u32),
+    #[error("cannot register guest memory slot {0}")]
+    SetMemoryRegion(u32, #[source] kvm_ioctls::Error),
+    #[error("cannot create the in-kernel irqchip")]
+    CreateIrqChip(#[source] kvm_ioctls::Error),
+    #[error("cannot create the in-kernel PIT")]
+    CreatePit(#[source] kvm_ioctls::Error),
+    #[error("cannot get the supported CPUID")]
+    GetSupportedCpuid(#[source] kvm_ioctls::Error),
+    #[error("cannot load the kernel or initrd")]
+    Load(#[source] loader::LoaderError),
+    #[error("cannot write boot parameters")]
+    WriteParams(#[source] params::ParamsError),
+    #[error("cannot write boot tables")]
+    WriteTables(#[source] tables::TablesError),
+    #[error("cannot write the MP table")]
+    WriteMptable(#[source] mptable::MptableError),
+    #[error("cannot set up the serial console")]
+    CreateSerial(#[source] SerialError),
+    #[error("cannot register the serial irqfd")]
+    RegisterIrqfd(#[source] kvm_ioctls::Error),
+    #[error("cannot set up a vCPU")]
+    CreateVcpu(#[source] VcpuError),
+    #[error("cannot spawn a vCPU thread")]
+    SpawnVcpu(#[source] std::io::Error),
+}
+
+/// A VM ready to run.
+pub struct Vm {
+    _vm: VmFd,
+    _memory: GuestMemoryMmap,
+    bus: Arc<PioBus>,
+    vcpus: Vec<Vcpu>,
+}
+
+fn register_memory(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), VmError> {
+    for (slot, region) in mem.iter().enumerate() {
+        let host = region
+            .get_host_address(vm_memory::MemoryRegionAddress(0))
+            .map_err(|_| {
+                VmError::SetMemoryRegion(slot as u32, kvm_ioctls::Error::new(libc::EFAULT))
+            })?;
+        let r = kvm_userspace_memory_region {
+            slot: slot as u32,
+            flags: 0,
+            guest_phys_addr: region.start_addr().0,
+            memory_size: region.len(),
+            userspace_addr: host as u64,
+        };
+        // SAFETY: `host` points to a mapping of `region.len()` bytes owned by
+        // `mem`, which the `Vm` keeps alive for as long as the VM fd exists.
+        unsafe { vm.set_user_memory_region(r) }
+            .map_err(|e| VmError::SetMemoryRegion(slot as u32, e))?;
+    }
+    Ok(())
+}
+
+impl Vm {
+    /// Builds the VM: memory, kernel, boot tables, devices and vCPUs.
+    pub fn new(config: &VmConfig, profile: HostProfile) -> Result<Self, VmError> {
+        let kvm = Kvm::new().map_err(VmError::OpenKvm)?;
+        let vm = kvm.create_vm().map_err(VmError::CreateVm)?;
+        let mem_size = config.memory_mib << 20;
+        let mem = memory::create_guest_memory(mem_size).map_err(VmError::CreateMemory)?;
+        register_memory(&vm, &mem)?;
+
+        if let Err(error) = vm.set_identity_map_address(layout::KVM_IDENTITY_MAP_ADDRESS) {
+            warn!(%error, "cannot set the identity map address");
+        }
+        if let Err(error) = vm.set_tss_address(layout::KVM_TSS_ADDRESS as usize) {
+            warn!(%error, "cannot set the TSS address");
+        }
+        vm.create_irq_chip().map_err(VmError::CreateIrqChip)?;
+        let pit = kvm_pit_config {
+            flags: KVM_PIT_SPEAKER_DUMMY,
+            ..Default::default()
+        };
+        vm.create_pit2(pit).map_err(VmError::CreatePit)?;
+
+        let kernel = loader::load_kernel(&mem, &config.kernel).map_err(VmError::Load)?;
+        let initrd =
+            loader::load_initrd(&mem, &config.initrd, kernel.end).map_err(VmError::Load)?;
+        let cmdline_len =
+            params::write_cmdline(&mem, &config.cmdline).map_err(VmError::WriteParams)?;
+        let e820 = memory::e820_map(mem_size);
+        let bp = params::build_boot_params(&params::BootInfo {
+            e820: &e820,
+            cmdline_addr: layout::CMDLINE_START,
+            cmdline_len,
+            initrd_addr: initrd.addr.0,
+            initrd_size: initrd.size,
+            setup_header: kernel.setup_header,
+        })
+        .map_err(VmError::WriteParams)?;
+        params::write_boot_params(&mem, &bp).map_err(VmError::WriteParams)?;
+        tables::write_tables(&mem).map_err(VmError::WriteTables)?;
+        mptable::setup_mptable(&mem, config.vcpus).map_err(VmError::WriteMptable)?;
+
+        let path = match &config.serial {
+            SerialOutput::Stdout => None,
+            SerialOutput::File(p) => Some(p.as_path()),
+        };
+        let out = SerialDevice::output(path).map_err(VmError::CreateSerial)?;
+        let (serial, serial_evt) = SerialDevice::new(out).map_err(VmError::CreateSerial)?;
+        vm.register_irqfd(&serial_evt, SERIAL_IRQ)
+            .map_err(VmError::RegisterIrqfd)?;
+        // The irqfd holds its own reference to the eventfd file.
+        drop(serial_evt);
+        let bus = Arc::new(PioBus::new(serial));
+
+        let supported = kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(VmError::GetSupportedCpuid)?;
+        let masked = profile.masked_cpuid();
+        let vcpus = (0..config.vcpus)
+            .map(|id| Vcpu::new(&vm, id, config.vcpus, &supported, masked, kernel.entry.0))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(VmError::CreateVcpu)?;
+        info!(vcpus = config.vcpus, memory_mib = config.memory_mib, %profile, "VM built");
+        Ok(Self {
+            _vm: vm,
+            _memory: mem,
+            bus,
+            vcpus,
+        })
+    }
+
+    /// Runs every vCPU in its own thread until the VM stops.
+    pub fn run(self) -> Result<VmExit, VmError> {
+        let (tx, rx) = mpsc::channel();
+        let count = self.vcpus.len();
+        let halted = Arc::new(AtomicUsize::new(0));
+        for vcpu in self.vcpus {
+            let (bus, halted, tx) = (self.bus.clone(), halted.clone(), tx.clone());
+            thread::Builder::new()
+                .name("vcpu".into())
+                .spawn(move || vcpu.run(bus, halted, count, tx))
+                .map_err(VmError::SpawnVcpu)?;
+        }
+        drop(tx);
+        let exit = rx
+            .recv()
+            .unwrap_or_else(|_| VmExit::Error("every vCPU thread ended".into()));
+        info!(
+            ?exit,
+            unknown_accesses = self.bus.unknown_accesses(),
+            "VM stopped"
+        );
+        // vCPU threads may still be inside KVM_RUN; the process exit ends them.
+        std::mem::forget(self._vm);
+        std::mem::forget(self._memory);
+        Ok(exit)
+    }
+}

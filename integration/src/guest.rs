@@ -80,6 +80,8 @@ impl Runner {
                     // i8042 carries the guest's reboot (reboot=k); -no-reboot
                     // turns it into QEMU's exit with status 0.
                     .args(["-device", "i8042", "-no-reboot"])
+                    // The same virtio devices vessel-vmm gives every guest.
+                    .args(["-device", "virtio-rng-device"])
                     .arg("-kernel")
                     .arg(&spec.kernel)
                     .arg("-initrd")

@@ -57,6 +57,7 @@ fn kernel_boots_test_init_under_qemu_microvm() -> Result<()> {
     ensure!(report.ok("vsock")?.contains("1024"));
     ensure!(report.ok("fuse")? == "FUSE_INIT received");
     ensure!(report.ok("namespaces")?.contains("pivot_root"));
+    ensure!(report.ok("hwrng")?.starts_with("virtio_rng"));
     eprintln!(
         "guest reached /init marker after {:?}, exited after {:?}",
         out.to_init_marker, out.elapsed

@@ -1,21 +1,24 @@
 //! The VM: KVM objects, guest memory, devices and vCPU threads.
 
 use std::sync::atomic::AtomicUsize;
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 
+use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
 use kvm_bindings::{
     kvm_pit_config, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
 };
-use kvm_ioctls::{Kvm, VmFd};
+use kvm_ioctls::{IoEventAddress, Kvm, VmFd};
 use tracing::{info, warn};
 use vm_memory::{GuestMemory, GuestMemoryMmap, GuestMemoryRegion};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::boot::{layout, loader, mptable, params, tables};
 use crate::config::{SerialOutput, VmConfig};
 use crate::cpu::vcpu::{Vcpu, VcpuError, VmExit};
 use crate::devices::legacy::serial::{SerialDevice, SerialError, SERIAL_IRQ};
-use crate::devices::PioBus;
+use crate::devices::virtio::{self, rng::Rng};
+use crate::devices::{Bus, MmioSlot};
 use crate::memory::{self, MemoryError};
 use crate::profile::HostProfile;
 
@@ -50,6 +53,16 @@ pub enum VmError {
     CreateSerial(#[source] SerialError),
     #[error("cannot register the serial irqfd")]
     RegisterIrqfd(#[source] kvm_ioctls::Error),
+    #[error("cannot create the device event loop")]
+    CreateEventLoop(#[source] event_manager::Error),
+    #[error("cannot create the {0} device")]
+    CreateDevice(&'static str, #[source] std::io::Error),
+    #[error("cannot create a virtio-mmio transport")]
+    CreateTransport(#[source] virtio::mmio::MmioError),
+    #[error("cannot register a queue notification for device {0}")]
+    RegisterIoevent(u32, #[source] kvm_ioctls::Error),
+    #[error("cannot spawn the device event loop")]
+    SpawnEventLoop(#[source] std::io::Error),
     #[error("cannot set up a vCPU")]
     CreateVcpu(#[source] VcpuError),
     #[error("cannot spawn a vCPU thread")]
@@ -60,8 +73,65 @@ pub enum VmError {
 pub struct Vm {
     _vm: VmFd,
     _memory: GuestMemoryMmap,
-    bus: Arc<PioBus>,
+    bus: Arc<Bus>,
     vcpus: Vec<Vcpu>,
+    events: Option<EventLoop>,
+}
+
+/// The thread-less half of the device event loop, until [`Vm::run`].
+type EventLoop = EventManager<Arc<Mutex<dyn MutEventSubscriber + Send>>>;
+
+/// Virtio devices, attached one after the other in the MMIO gap.
+struct VirtioAttacher<'a> {
+    vm: &'a VmFd,
+    mem: &'a GuestMemoryMmap,
+    events: &'a mut EventLoop,
+    slots: Vec<MmioSlot>,
+    /// `virtio_mmio.device=` arguments announcing each device to the guest.
+    cmdline: String,
+}
+
+impl VirtioAttacher<'_> {
+    fn attach<D>(&mut self, device: D) -> Result<(), VmError>
+    where
+        D: virtio::VirtioDevice + MutEventSubscriber + Send + 'static,
+    {
+        let index = self.slots.len() as u64;
+        let base = layout::VIRTIO_MMIO_BASE + index * virtio::mmio::MMIO_WINDOW_SIZE;
+        let gsi = layout::VIRTIO_IRQ_BASE + index as u32;
+        let device = Arc::new(Mutex::new(device));
+        let device_type = virtio::mmio::lock(&device).device_type();
+        let irq_evt =
+            EventFd::new(EFD_NONBLOCK).map_err(|e| VmError::CreateDevice("virtio interrupt", e))?;
+        self.vm
+            .register_irqfd(&irq_evt, gsi)
+            .map_err(VmError::RegisterIrqfd)?;
+        let irq = Arc::new(virtio::IrqTrigger::new(irq_evt));
+        let transport = virtio::mmio::MmioTransport::new(device.clone(), self.mem.clone(), irq)
+            .map_err(VmError::CreateTransport)?;
+        for (queue, evt) in transport.queue_evts().iter().enumerate() {
+            let addr = IoEventAddress::Mmio(base + virtio::mmio::QUEUE_NOTIFY_OFFSET);
+            self.vm
+                .register_ioevent(evt, &addr, queue as u32)
+                .map_err(|e| VmError::RegisterIoevent(device_type, e))?;
+        }
+        self.events.add_subscriber(device);
+        self.slots.push(MmioSlot {
+            base,
+            transport: Mutex::new(transport),
+        });
+        self.cmdline.push_str(&format!(
+            " virtio_mmio.device={}K@{base:#x}:{gsi}",
+            virtio::mmio::MMIO_WINDOW_SIZE >> 10
+        ));
+        info!(
+            device_type,
+            base = format_args!("{base:#x}"),
+            gsi,
+            "virtio device attached"
+        );
+        Ok(())
+    }
 }
 
 fn register_memory(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), VmError> {
@@ -108,11 +178,22 @@ impl Vm {
         };
         vm.create_pit2(pit).map_err(VmError::CreatePit)?;
 
+        let mut events = EventLoop::new().map_err(VmError::CreateEventLoop)?;
+        let mut virtio = VirtioAttacher {
+            vm: &vm,
+            mem: &mem,
+            events: &mut events,
+            slots: Vec::new(),
+            cmdline: String::new(),
+        };
+        virtio.attach(Rng::new().map_err(|e| VmError::CreateDevice("virtio-rng", e.into()))?)?;
+        let (virtio_slots, virtio_args) = (virtio.slots, virtio.cmdline);
+        let cmdline = format!("{}{virtio_args}", config.cmdline);
+
         let kernel = loader::load_kernel(&mem, &config.kernel).map_err(VmError::Load)?;
         let initrd =
             loader::load_initrd(&mem, &config.initrd, kernel.end).map_err(VmError::Load)?;
-        let cmdline_len =
-            params::write_cmdline(&mem, &config.cmdline).map_err(VmError::WriteParams)?;
+        let cmdline_len = params::write_cmdline(&mem, &cmdline).map_err(VmError::WriteParams)?;
         let e820 = memory::e820_map(mem_size);
         let bp = params::build_boot_params(&params::BootInfo {
             e820: &e820,
@@ -137,7 +218,7 @@ impl Vm {
             .map_err(VmError::RegisterIrqfd)?;
         // The irqfd holds its own reference to the eventfd file.
         drop(serial_evt);
-        let bus = Arc::new(PioBus::new(serial));
+        let bus = Arc::new(Bus::new(serial, virtio_slots));
 
         let supported = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
@@ -153,11 +234,22 @@ impl Vm {
             _memory: mem,
             bus,
             vcpus,
+            events: Some(events),
         })
     }
 
     /// Runs every vCPU in its own thread until the VM stops.
-    pub fn run(self) -> Result<VmExit, VmError> {
+    pub fn run(mut self) -> Result<VmExit, VmError> {
+        if let Some(mut events) = self.events.take() {
+            thread::Builder::new()
+                .name("vmm-events".into())
+                .spawn(move || loop {
+                    if let Err(error) = events.run() {
+                        warn!(%error, "device event loop");
+                    }
+                })
+                .map_err(VmError::SpawnEventLoop)?;
+        }
         let (tx, rx) = mpsc::channel();
         let count = self.vcpus.len();
         let halted = Arc::new(AtomicUsize::new(0));
@@ -175,6 +267,7 @@ impl Vm {
         info!(
             ?exit,
             unknown_accesses = self.bus.unknown_accesses(),
+            virtio = ?self.bus.virtio_counters(),
             "VM stopped"
         );
         // vCPU threads may still be inside KVM_RUN; the process exit ends them.

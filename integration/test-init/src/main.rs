@@ -48,6 +48,7 @@ fn main() {
     report("fuse", probes::fuse_init());
     report("pty", probes::pty());
     report("seccomp", probes::seccomp_filter());
+    report("hwrng", probes::hwrng());
     println!("VESSEL-TEST-INIT-DONE");
     let _ = std::io::stdout().flush();
     sys::reboot();

@@ -26,3 +26,7 @@ pub const IOAPIC_BASE: u32 = 0xfec0_0000;
 pub const KVM_TSS_ADDRESS: u64 = 0xfffb_d000;
 /// KVM's identity-map page (one page just below the TSS).
 pub const KVM_IDENTITY_MAP_ADDRESS: u64 = 0xfffb_c000;
+/// First virtio-mmio window, in the 32-bit MMIO gap; each device gets 4 KiB.
+pub const VIRTIO_MMIO_BASE: u64 = 0xd000_0000;
+/// IOAPIC pin of the first virtio device (serial uses 4).
+pub const VIRTIO_IRQ_BASE: u32 = 5;

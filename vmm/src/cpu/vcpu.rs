@@ -10,7 +10,7 @@ use tracing::{debug, error, info, warn};
 
 use super::{cpuid, msr};
 use crate::boot::tables;
-use crate::devices::{DeviceAction, PioBus};
+use crate::devices::{Bus, DeviceAction};
 use crate::profile::CpuidFeature;
 
 const APIC_LVT0: usize = 0x350;
@@ -119,7 +119,7 @@ impl Vcpu {
     /// Runs the vCPU until the VM must stop; the reason goes to `exit`.
     pub fn run(
         mut self,
-        bus: Arc<PioBus>,
+        bus: Arc<Bus>,
         halted: Arc<AtomicUsize>,
         count: usize,
         exit: Sender<VmExit>,
@@ -134,13 +134,8 @@ impl Vcpu {
                         break VmExit::Reset;
                     }
                 }
-                Ok(VcpuExit::MmioRead(addr, data)) => {
-                    bus.note_unknown("mmio-read", addr, data.len());
-                    data.fill(0xff);
-                }
-                Ok(VcpuExit::MmioWrite(addr, data)) => {
-                    bus.note_unknown("mmio-write", addr, data.len());
-                }
+                Ok(VcpuExit::MmioRead(addr, data)) => bus.mmio_read(addr, data),
+                Ok(VcpuExit::MmioWrite(addr, data)) => bus.mmio_write(addr, data),
                 Ok(VcpuExit::Hlt) => {
                     let n = halted.fetch_add(1, Ordering::SeqCst) + 1;
                     info!(vcpu = id, halted = n, "vCPU halted");

@@ -1,9 +1,12 @@
 //! Emulated devices and the port-I/O bus that dispatches guest accesses.
 
 pub mod legacy;
+pub mod virtio;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+
+use virtio::mmio::{lock, MmioTransport, MMIO_WINDOW_SIZE};
 
 use tracing::{debug, warn};
 
@@ -26,21 +29,66 @@ pub enum DevicesError {
     CreateSerial(#[source] legacy::serial::SerialError),
 }
 
-/// The port-I/O devices of the VM, shared by all vCPU threads.
-pub struct PioBus {
+/// A virtio-mmio device window.
+pub struct MmioSlot {
+    pub base: u64,
+    pub transport: Mutex<MmioTransport>,
+}
+
+/// The devices of the VM, by port or MMIO address, shared by all vCPU threads.
+pub struct Bus {
     serial: Mutex<SerialDevice>,
     i8042: Mutex<I8042>,
+    virtio: Vec<MmioSlot>,
     unknown: AtomicU64,
 }
 
-impl PioBus {
+impl Bus {
     /// Creates the bus around its devices.
-    pub fn new(serial: SerialDevice) -> Self {
+    pub fn new(serial: SerialDevice, virtio: Vec<MmioSlot>) -> Self {
         Self {
             serial: Mutex::new(serial),
             i8042: Mutex::new(I8042::default()),
+            virtio,
             unknown: AtomicU64::new(0),
         }
+    }
+
+    fn virtio_at(&self, addr: u64) -> Option<(&MmioSlot, u64)> {
+        self.virtio
+            .iter()
+            .find(|slot| (slot.base..slot.base + MMIO_WINDOW_SIZE).contains(&addr))
+            .map(|slot| (slot, addr - slot.base))
+    }
+
+    /// Guest MMIO read of `data.len()` bytes at `addr`.
+    pub fn mmio_read(&self, addr: u64, data: &mut [u8]) {
+        match self.virtio_at(addr) {
+            Some((slot, offset)) => lock(&slot.transport).read(offset, data),
+            None => {
+                self.note_unknown("mmio-read", addr, data.len());
+                data.fill(0xff);
+            }
+        }
+    }
+
+    /// Guest MMIO write of `data` at `addr`.
+    pub fn mmio_write(&self, addr: u64, data: &[u8]) {
+        match self.virtio_at(addr) {
+            Some((slot, offset)) => lock(&slot.transport).write(offset, data),
+            None => self.note_unknown("mmio-write", addr, data.len()),
+        }
+    }
+
+    /// Counts of guest mistakes on the virtio transports.
+    pub fn virtio_counters(&self) -> Vec<(u32, virtio::mmio::MmioCounters)> {
+        self.virtio
+            .iter()
+            .map(|slot| {
+                let t = lock(&slot.transport);
+                (t.device_type(), t.counters())
+            })
+            .collect()
     }
 
     /// Accesses to unknown ports or MMIO so far.

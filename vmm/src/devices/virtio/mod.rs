@@ -1,0 +1,131 @@
+//! Virtio devices on the virtio-mmio transport.
+//!
+//! A device implements [`VirtioDevice`]; [`mmio::MmioTransport`] gives it
+//! the register interface, queue set-up, feature negotiation and the status
+//! state machine of virtio 1.2 §4.2 (virtio-mmio version 2). The guest's
+//! queue notifications arrive on one `EventFd` per queue (registered with KVM
+//! as ioeventfds), and the device raises its interrupt through an
+//! [`IrqTrigger`] whose `EventFd` is a KVM irqfd.
+
+pub mod mmio;
+pub mod rng;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod test_utils;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use virtio_queue::Queue;
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::eventfd::EventFd;
+
+/// Device status bits (virtio 1.2 §2.1).
+pub mod status {
+    pub const ACKNOWLEDGE: u32 = 1;
+    pub const DRIVER: u32 = 2;
+    pub const DRIVER_OK: u32 = 4;
+    pub const FEATURES_OK: u32 = 8;
+    pub const DEVICE_NEEDS_RESET: u32 = 64;
+    pub const FAILED: u32 = 128;
+}
+
+/// Feature bit every modern device offers and every driver must accept.
+pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
+
+/// Device type ids (virtio 1.2 §5).
+pub mod device_type {
+    pub const NET: u32 = 1;
+    pub const BLOCK: u32 = 2;
+    pub const RNG: u32 = 4;
+    pub const VSOCK: u32 = 19;
+    pub const FS: u32 = 26;
+}
+
+/// Errors of activating a device.
+#[derive(Debug, thiserror::Error)]
+pub enum ActivateError {
+    #[error("the device expects {expected} queues, the driver set up {got}")]
+    QueueCount { expected: usize, got: usize },
+    #[error("queue {0} is not ready or its rings lie outside guest memory")]
+    InvalidQueue(usize),
+    #[error("clone a queue event")]
+    CloneEvent(#[source] std::io::Error),
+    #[error("signal the device's event loop")]
+    SignalActivate(#[source] std::io::Error),
+    #[error("the device is already active")]
+    AlreadyActive,
+}
+
+/// What a device receives when the driver sets DRIVER_OK.
+pub struct Activation {
+    pub mem: GuestMemoryMmap,
+    pub queues: Vec<Queue>,
+    /// One per queue, signalled when the guest notifies it.
+    pub queue_evts: Vec<EventFd>,
+    pub irq: Arc<IrqTrigger>,
+}
+
+/// A virtio device model that plugs into the MMIO transport.
+pub trait VirtioDevice: Send {
+    /// The virtio device id (see [`device_type`]).
+    fn device_type(&self) -> u32;
+    /// The maximum size of each queue; its length is the number of queues.
+    fn queue_max_sizes(&self) -> &[u16];
+    /// Features the device offers (the transport adds VERSION_1).
+    fn avail_features(&self) -> u64;
+    /// The features the driver accepted, at FEATURES_OK.
+    fn set_acked_features(&mut self, features: u64);
+    /// Reads device configuration space; bytes past its end read as zero.
+    fn read_config(&self, offset: u64, data: &mut [u8]);
+    /// Writes device configuration space; ignores what the device does not allow.
+    fn write_config(&mut self, offset: u64, data: &[u8]);
+    /// Starts the device on the driver's queues.
+    fn activate(&mut self, activation: Activation) -> Result<(), ActivateError>;
+    /// Stops the device and drops its queues (the driver wrote status 0).
+    fn reset(&mut self);
+}
+
+/// Interrupt status bits of virtio-mmio.
+pub mod interrupt {
+    /// The device used a buffer.
+    pub const VRING: u32 = 1;
+    /// The configuration changed.
+    pub const CONFIG: u32 = 2;
+}
+
+/// The device's interrupt: the InterruptStatus register plus an irqfd.
+#[derive(Debug)]
+pub struct IrqTrigger {
+    status: AtomicU32,
+    evt: EventFd,
+}
+
+impl IrqTrigger {
+    pub fn new(evt: EventFd) -> Self {
+        Self {
+            status: AtomicU32::new(0),
+            evt,
+        }
+    }
+
+    /// Sets `kind` (an [`interrupt`] bit) and raises the interrupt line.
+    pub fn trigger(&self, kind: u32) -> std::io::Result<()> {
+        self.status.fetch_or(kind, Ordering::SeqCst);
+        self.evt.write(1)
+    }
+
+    /// The InterruptStatus register.
+    pub fn status(&self) -> u32 {
+        self.status.load(Ordering::SeqCst)
+    }
+
+    /// InterruptACK: clears the given bits.
+    pub fn ack(&self, bits: u32) {
+        self.status.fetch_and(!bits, Ordering::SeqCst);
+    }
+
+    /// The irqfd KVM injects from.
+    pub fn evt(&self) -> &EventFd {
+        &self.evt
+    }
+}

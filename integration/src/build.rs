@@ -102,6 +102,37 @@ pub fn static_binary(package: &str, bin: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// Builds a host binary of this workspace (release) and returns its path.
+/// Uses `target/harness/`, apart from the `cargo test` that runs us.
+pub fn host_binary(package: &str, bin: &str) -> Result<PathBuf> {
+    static BUILD: Mutex<()> = Mutex::new(());
+    let _serial = BUILD
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let target_dir = repo_root().join("target/harness");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(repo_root())
+        .args(["build", "--quiet", "--release", "-p", package, "--bin", bin])
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .env_remove("RUSTFLAGS")
+        .status()
+        .with_context(|| format!("run cargo build for {package}"))?;
+    if !status.success() {
+        bail!("build of {package}/{bin} failed with {status}");
+    }
+    let path = target_dir.join("release").join(bin);
+    if !path.is_file() {
+        bail!("build of {bin} produced no {}", path.display());
+    }
+    Ok(path)
+}
+
+/// The `vessel-vmm` binary.
+pub fn vessel_vmm() -> Result<PathBuf> {
+    host_binary("vessel-vmm", "vessel-vmm")
+}
+
 /// The initramfs with `vessel-test-init` as `/init`.
 pub fn test_initramfs() -> Result<PathBuf> {
     let init = static_binary("vessel-test-init", "vessel-test-init")?;

@@ -1,5 +1,5 @@
-//! Running a guest to completion under a VMM, with a timeout, capturing the
-//! serial console. The VMM process is killed if the run is dropped early.
+//! Running a guest under a VMM with a timeout, capturing the serial console.
+//! The VMM process is killed if the run is dropped early.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use vessel_vmm::profile::HostProfile;
 
+use crate::build::vessel_vmm;
 use crate::report::START_MARKER;
 
 /// What to boot.
@@ -22,6 +23,8 @@ pub struct GuestSpec {
     pub memory_mib: u32,
     /// Appended to the profile's default command line.
     pub extra_cmdline: String,
+    /// vessel-vmm only: `--api-sock`.
+    pub api_sock: Option<PathBuf>,
 }
 
 impl GuestSpec {
@@ -32,6 +35,7 @@ impl GuestSpec {
             vcpus: 1,
             memory_mib: 128,
             extra_cmdline: String::new(),
+            api_sock: None,
         }
     }
 }
@@ -41,6 +45,8 @@ impl GuestSpec {
 pub enum Runner {
     /// `qemu-system-x86_64 -M microvm`: the reference the benchmarks compare against.
     QemuMicrovm,
+    /// Our own `vessel-vmm`.
+    VesselVmm,
 }
 
 /// What a finished run left.
@@ -58,10 +64,10 @@ pub struct GuestOutput {
 
 impl Runner {
     /// The command that boots `spec` on this host.
-    pub fn command(self, spec: &GuestSpec, profile: HostProfile) -> Command {
-        let cmdline = format!("{} quiet {}", profile.default_cmdline(), spec.extra_cmdline);
-        match self {
+    pub fn command(self, spec: &GuestSpec, profile: HostProfile) -> Result<Command> {
+        Ok(match self {
             Runner::QemuMicrovm => {
+                let cmdline = format!("{} quiet {}", profile.default_cmdline(), spec.extra_cmdline);
                 let mut cmd = Command::new("qemu-system-x86_64");
                 cmd.args(["-M", "microvm", "-enable-kvm", "-cpu", &profile.qemu_cpu()])
                     .args([
@@ -89,62 +95,58 @@ impl Runner {
                     .args(["-append", cmdline.trim_end()]);
                 cmd
             }
-        }
+            Runner::VesselVmm => {
+                // vessel-vmm adds the profile's default command line itself.
+                let mut cmd = Command::new(vessel_vmm()?);
+                cmd.arg("--kernel")
+                    .arg(&spec.kernel)
+                    .arg("--initrd")
+                    .arg(&spec.initrd)
+                    .args(["--vcpus", &spec.vcpus.to_string()])
+                    .args(["--memory-mib", &spec.memory_mib.to_string()]);
+                if !spec.extra_cmdline.trim().is_empty() {
+                    cmd.args(["--cmdline", spec.extra_cmdline.trim()]);
+                }
+                if let Some(sock) = &spec.api_sock {
+                    cmd.arg("--api-sock").arg(sock);
+                }
+                cmd
+            }
+        })
+    }
+
+    /// Starts the VMM on `spec`.
+    pub fn spawn(self, spec: &GuestSpec) -> Result<RunningGuest> {
+        let mut cmd = self.command(spec, HostProfile::detect()?)?;
+        RunningGuest::spawn(&mut cmd)
     }
 
     /// Boots `spec` and waits for the VMM to exit, at most `timeout`.
     pub fn run(self, spec: &GuestSpec, timeout: Duration) -> Result<GuestOutput> {
-        let profile = HostProfile::detect()?;
-        let mut cmd = self.command(spec, profile);
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let start = Instant::now();
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("start {:?}", cmd.get_program()))?;
-        let mut vm = RunningVm::new(child, start);
-        let deadline = start + timeout;
-        loop {
-            if let Some(status) = vm.child.try_wait().context("wait for the VMM")? {
-                let (console, to_init_marker, stderr) = vm.collect();
-                return Ok(GuestOutput {
-                    status,
-                    console,
-                    stderr,
-                    to_init_marker,
-                    elapsed: start.elapsed(),
-                });
-            }
-            if Instant::now() >= deadline {
-                let (console, _, stderr) = vm.kill_and_collect();
-                let tail: String = console
-                    .lines()
-                    .rev()
-                    .take(20)
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                    .collect::<Vec<_>>()
-                    .join("\n");
-                bail!("the guest did not finish within {timeout:?}; console tail:\n{tail}\nstderr:\n{stderr}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.spawn(spec)?.wait(timeout)
     }
 }
 
 /// A VMM process with threads draining its stdout and stderr. Dropping it
 /// kills the process, so a failing test leaves no VM behind.
-struct RunningVm {
+pub struct RunningGuest {
     child: Child,
+    start: Instant,
     console: Arc<Mutex<(String, Option<Duration>)>>,
     readers: Vec<JoinHandle<()>>,
     stderr: Arc<Mutex<String>>,
 }
 
-impl RunningVm {
-    fn new(mut child: Child, start: Instant) -> Self {
+impl RunningGuest {
+    /// Spawns `cmd` with piped output.
+    pub fn spawn(cmd: &mut Command) -> Result<Self> {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let start = Instant::now();
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("start {:?}", cmd.get_program()))?;
         let console = Arc::new(Mutex::new((String::new(), None)));
         let stderr = Arc::new(Mutex::new(String::new()));
         let mut readers = Vec::new();
@@ -172,11 +174,61 @@ impl RunningVm {
                 }
             }));
         }
-        Self {
+        Ok(Self {
             child,
+            start,
             console,
             readers,
             stderr,
+        })
+    }
+
+    /// The VMM's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The console so far.
+    pub fn console(&self) -> String {
+        self.console
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .clone()
+    }
+
+    /// Time from spawn to the test init's start marker, once it appeared.
+    pub fn to_init_marker(&self) -> Option<Duration> {
+        self.console.lock().unwrap_or_else(|p| p.into_inner()).1
+    }
+
+    /// Waits for the VMM to exit, at most `timeout`, then kills it.
+    pub fn wait(mut self, timeout: Duration) -> Result<GuestOutput> {
+        let deadline = self.start + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().context("wait for the VMM")? {
+                let (console, to_init_marker, stderr) = self.collect();
+                let elapsed = self.start.elapsed();
+                return Ok(GuestOutput {
+                    status,
+                    console,
+                    stderr,
+                    to_init_marker,
+                    elapsed,
+                });
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                let (console, _, stderr) = self.collect();
+                let tail: Vec<&str> = console.lines().rev().take(20).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                bail!(
+                    "the guest did not finish within {timeout:?}; console tail:\n{}\nstderr:\n{stderr}",
+                    tail.join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
@@ -196,15 +248,9 @@ impl RunningVm {
             .clone();
         (console.0, console.1, stderr)
     }
-
-    fn kill_and_collect(&mut self) -> (String, Option<Duration>, String) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        self.collect()
-    }
 }
 
-impl Drop for RunningVm {
+impl Drop for RunningGuest {
     fn drop(&mut self) {
         if matches!(self.child.try_wait(), Ok(None)) {
             let _ = self.child.kill();

@@ -9,6 +9,6 @@ pub mod build;
 pub mod guest;
 pub mod report;
 
-pub use build::{guest_kernel, static_binary, test_initramfs};
-pub use guest::{GuestOutput, GuestSpec, Runner};
+pub use build::{guest_kernel, host_binary, static_binary, test_initramfs, vessel_vmm};
+pub use guest::{GuestOutput, GuestSpec, Runner, RunningGuest};
 pub use report::Report;

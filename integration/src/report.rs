@@ -46,6 +46,55 @@ impl Report {
         }
     }
 
+    /// Checks what every boot test expects: no probe failed, the guest saw
+    /// `vcpus` CPUs and about `memory_mib` of memory, a 6.12 kernel, the file
+    /// systems and cgroup controllers Vessel needs, and the virtio-rng device.
+    pub fn check_guest(&self, vcpus: u8, memory_mib: u32) -> Result<()> {
+        let errors = self.errors();
+        if !errors.is_empty() {
+            bail!("probes failed: {errors:#?}");
+        }
+        let cpus = self.ok("cpus")?;
+        if cpus != vcpus.to_string() {
+            bail!("the guest sees {cpus} CPUs, not {vcpus}");
+        }
+        // The kernel keeps its image and page structures out of MemTotal.
+        let mem_kib: u64 = self
+            .ok("mem_kib")?
+            .parse()
+            .context("mem_kib is not a number")?;
+        let max = u64::from(memory_mib) * 1024;
+        if !(max * 8 / 10..max).contains(&mem_kib) {
+            bail!("the guest's MemTotal is {mem_kib} kB for {memory_mib} MiB");
+        }
+        if !self.ok("kernel")?.starts_with("6.12.") {
+            bail!("unexpected guest kernel {}", self.ok("kernel")?);
+        }
+        for fs in ["overlay", "virtiofs", "cgroup2", "fuse", "erofs", "ext4"] {
+            if !self.ok("filesystems")?.split(',').any(|f| f == fs) {
+                bail!("{fs} is missing from the guest");
+            }
+        }
+        for controller in ["cpu", "memory", "pids", "io", "cpuset"] {
+            if !self.ok("cgroup2")?.split(' ').any(|c| c == controller) {
+                bail!("cgroup2 lacks {controller}");
+            }
+        }
+        for (key, expect) in [
+            ("vsock", "listening on port 1024"),
+            ("fuse", "FUSE_INIT received"),
+            ("namespaces", "pid,mnt,uts,ipc,net+pivot_root"),
+        ] {
+            if self.ok(key)? != expect {
+                bail!("{key}: {}", self.ok(key)?);
+            }
+        }
+        if !self.ok("hwrng")?.starts_with("virtio_rng") {
+            bail!("hwrng: {}", self.ok("hwrng")?);
+        }
+        Ok(())
+    }
+
     /// Every probe that reported an error, as `key: error`.
     pub fn errors(&self) -> Vec<String> {
         self.values

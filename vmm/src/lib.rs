@@ -5,8 +5,10 @@
 //! boot structures, [`cpu`] configures vCPUs, [`devices`] emulates the legacy
 //! port-I/O devices, and [`vm`] ties them together and runs the guest.
 
+pub mod api;
 pub mod boot;
 pub mod config;
+pub mod control;
 pub mod cpu;
 pub mod devices;
 pub mod memory;

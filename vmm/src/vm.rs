@@ -1,5 +1,7 @@
 //! The VM: KVM objects, guest memory, devices and vCPU threads.
 
+use std::os::unix::thread::JoinHandleExt;
+use std::path::PathBuf;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
@@ -13,8 +15,10 @@ use tracing::{info, warn};
 use vm_memory::{GuestMemory, GuestMemoryMmap, GuestMemoryRegion};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
+use crate::api::ApiServer;
 use crate::boot::{layout, loader, mptable, params, tables};
 use crate::config::{SerialOutput, VmConfig};
+use crate::control::{install_kick_handler, VcpuControl};
 use crate::cpu::vcpu::{Vcpu, VcpuError, VmExit};
 use crate::devices::legacy::serial::{SerialDevice, SerialError, SERIAL_IRQ};
 use crate::devices::virtio::{self, rng::Rng};
@@ -63,6 +67,10 @@ pub enum VmError {
     RegisterIoevent(u32, #[source] kvm_ioctls::Error),
     #[error("cannot spawn the device event loop")]
     SpawnEventLoop(#[source] std::io::Error),
+    #[error("cannot set up vCPU control")]
+    Control(#[source] crate::control::ControlError),
+    #[error("cannot serve the API")]
+    Api(#[source] crate::api::ApiError),
     #[error("cannot set up a vCPU")]
     CreateVcpu(#[source] VcpuError),
     #[error("cannot spawn a vCPU thread")]
@@ -76,6 +84,7 @@ pub struct Vm {
     bus: Arc<Bus>,
     vcpus: Vec<Vcpu>,
     events: Option<EventLoop>,
+    api_sock: Option<PathBuf>,
 }
 
 /// The thread-less half of the device event loop, until [`Vm::run`].
@@ -235,6 +244,7 @@ impl Vm {
             bus,
             vcpus,
             events: Some(events),
+            api_sock: config.api_sock.clone(),
         })
     }
 
@@ -253,14 +263,22 @@ impl Vm {
         let (tx, rx) = mpsc::channel();
         let count = self.vcpus.len();
         let halted = Arc::new(AtomicUsize::new(0));
-        for vcpu in self.vcpus {
+        install_kick_handler().map_err(VmError::Control)?;
+        let control = Arc::new(VcpuControl::new(count));
+        for vcpu in std::mem::take(&mut self.vcpus) {
             let (bus, halted, tx) = (self.bus.clone(), halted.clone(), tx.clone());
-            thread::Builder::new()
+            let vcpu_control = Arc::clone(&control);
+            let handle = thread::Builder::new()
                 .name("vcpu".into())
-                .spawn(move || vcpu.run(bus, halted, count, tx))
+                .spawn(move || vcpu.run(bus, vcpu_control, halted, count, tx))
                 .map_err(VmError::SpawnVcpu)?;
+            control.register_thread(handle.as_pthread_t());
         }
         drop(tx);
+        let api = match &self.api_sock {
+            Some(path) => Some(ApiServer::start(path, Arc::clone(&control)).map_err(VmError::Api)?),
+            None => None,
+        };
         let exit = rx
             .recv()
             .unwrap_or_else(|_| VmExit::Error("every vCPU thread ended".into()));
@@ -270,7 +288,8 @@ impl Vm {
             virtio = ?self.bus.virtio_counters(),
             "VM stopped"
         );
-        // vCPU threads may still be inside KVM_RUN; the process exit ends them.
+        drop(api); // removes the socket file
+                   // vCPU threads may still be inside KVM_RUN; the process exit ends them.
         std::mem::forget(self._vm);
         std::mem::forget(self._memory);
         Ok(exit)

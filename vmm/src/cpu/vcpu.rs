@@ -10,6 +10,7 @@ use tracing::{debug, error, info, warn};
 
 use super::{cpuid, msr};
 use crate::boot::tables;
+use crate::control::VcpuControl;
 use crate::devices::{Bus, DeviceAction};
 use crate::profile::CpuidFeature;
 
@@ -52,6 +53,8 @@ pub enum VmExit {
     Shutdown,
     /// Every vCPU halted.
     AllHalted,
+    /// Stopped through the API.
+    Stopped,
     /// A vCPU failed.
     Error(String),
 }
@@ -120,12 +123,16 @@ impl Vcpu {
     pub fn run(
         mut self,
         bus: Arc<Bus>,
+        control: Arc<VcpuControl>,
         halted: Arc<AtomicUsize>,
         count: usize,
         exit: Sender<VmExit>,
     ) {
         let id = self.id;
         let reason = loop {
+            if !control.checkpoint() {
+                break VmExit::Stopped;
+            }
             match self.fd.run() {
                 Ok(VcpuExit::IoIn(port, data)) => bus.read(port, data),
                 Ok(VcpuExit::IoOut(port, data)) => {

@@ -154,7 +154,7 @@ impl MmioTransport {
             self.device().read_config(offset - CONFIG_SPACE, data);
             return;
         }
-        if data.len() != 4 || offset % 4 != 0 {
+        if data.len() != 4 || !offset.is_multiple_of(4) {
             data.fill(0xff);
             self.bad_access("read", offset, data.len());
             return;
@@ -199,7 +199,7 @@ impl MmioTransport {
             self.bad_access("write", offset, data.len());
             return;
         };
-        if offset % 4 != 0 {
+        if !offset.is_multiple_of(4) {
             self.bad_access("write", offset, data.len());
             return;
         }
@@ -256,7 +256,7 @@ impl MmioTransport {
                     None
                 }
                 _ => {
-                    let (low, high) = if offset % 8 == 0 {
+                    let (low, high) = if offset.is_multiple_of(8) {
                         (Some(value), None)
                     } else {
                         (None, Some(value))

@@ -1,0 +1,153 @@
+//! The JSON config file given with `--config FILE`.
+//!
+//! ```json
+//! {
+//!   "kernel": "/path/vmlinux",
+//!   "initrd": "/path/initrd.cpio",
+//!   "cmdline": "extra kernel args",
+//!   "vcpus": 2,
+//!   "memory_mib": 256,
+//!   "serial": "stdout",
+//!   "api_sock": "/run/vessel/vm.sock"
+//! }
+//! ```
+//!
+//! Every key is optional here; `kernel` and `initrd` must come from the file
+//! or the flags. The file is parsed into a [`serde_json::Map`] and each key
+//! checked by hand, so an error names the key it is about.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value};
+
+use super::{ConfigError, SerialOutput, MAX_MEMORY_MIB, MAX_VCPUS, MIN_MEMORY_MIB, MIN_VCPUS};
+
+/// The keys a config file may have.
+pub const KEYS: [&str; 7] = [
+    "kernel",
+    "initrd",
+    "cmdline",
+    "vcpus",
+    "memory_mib",
+    "serial",
+    "api_sock",
+];
+
+/// Settings from one source (the file or the flags), each maybe absent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FileConfig {
+    pub kernel: Option<PathBuf>,
+    pub initrd: Option<PathBuf>,
+    /// Extra kernel arguments, appended to the default command line.
+    pub cmdline: Option<String>,
+    pub vcpus: Option<u8>,
+    pub memory_mib: Option<u64>,
+    pub serial: Option<SerialOutput>,
+    pub api_sock: Option<PathBuf>,
+}
+
+impl FileConfig {
+    /// Reads and checks the config file at `path`.
+    pub fn read(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadConfigFile {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Checks the text of a config file; `path` only names it in errors.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let value: Value =
+            serde_json::from_str(text).map_err(|source| ConfigError::ParseConfigFile {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let Value::Object(map) = value else {
+            return Err(ConfigError::ConfigFileNotObject {
+                path: path.to_path_buf(),
+            });
+        };
+        if let Some(key) = map.keys().find(|k| !KEYS.contains(&k.as_str())) {
+            return Err(ConfigError::UnknownField {
+                path: path.to_path_buf(),
+                key: key.clone(),
+            });
+        }
+        let fields = Fields { path, map: &map };
+        Ok(Self {
+            kernel: fields.path("kernel")?,
+            initrd: fields.path("initrd")?,
+            cmdline: fields.string("cmdline", "a string")?,
+            vcpus: fields
+                .number("vcpus", u64::from(MIN_VCPUS), u64::from(MAX_VCPUS))?
+                .map(|n| u8::try_from(n).expect("MAX_VCPUS fits in u8")),
+            memory_mib: fields.number("memory_mib", MIN_MEMORY_MIB, MAX_MEMORY_MIB)?,
+            serial: fields.serial()?,
+            api_sock: fields.path("api_sock")?,
+        })
+    }
+
+    /// Each setting from `self`, or else from `base`.
+    pub fn or(self, base: Self) -> Self {
+        Self {
+            kernel: self.kernel.or(base.kernel),
+            initrd: self.initrd.or(base.initrd),
+            cmdline: self.cmdline.or(base.cmdline),
+            vcpus: self.vcpus.or(base.vcpus),
+            memory_mib: self.memory_mib.or(base.memory_mib),
+            serial: self.serial.or(base.serial),
+            api_sock: self.api_sock.or(base.api_sock),
+        }
+    }
+}
+
+/// The object of one config file, with typed getters whose errors name the key.
+struct Fields<'a> {
+    path: &'a Path,
+    map: &'a Map<String, Value>,
+}
+
+impl Fields<'_> {
+    fn error(&self, key: &'static str, expected: String) -> ConfigError {
+        ConfigError::FieldType {
+            path: self.path.to_path_buf(),
+            key,
+            expected,
+        }
+    }
+
+    fn string(&self, key: &'static str, expected: &str) -> Result<Option<String>, ConfigError> {
+        match self.map.get(key) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(self.error(key, expected.to_string())),
+        }
+    }
+
+    fn path(&self, key: &'static str) -> Result<Option<PathBuf>, ConfigError> {
+        const EXPECTED: &str = "a non-empty path";
+        match self.string(key, EXPECTED)? {
+            Some(s) if s.is_empty() => Err(self.error(key, EXPECTED.to_string())),
+            s => Ok(s.map(PathBuf::from)),
+        }
+    }
+
+    fn serial(&self) -> Result<Option<SerialOutput>, ConfigError> {
+        const EXPECTED: &str = "\"stdout\" or a non-empty path";
+        match self.string("serial", EXPECTED)? {
+            Some(s) if s.is_empty() => Err(self.error("serial", EXPECTED.to_string())),
+            s => Ok(s.map(|s| SerialOutput::parse(&s))),
+        }
+    }
+
+    fn number(&self, key: &'static str, min: u64, max: u64) -> Result<Option<u64>, ConfigError> {
+        match self.map.get(key) {
+            None => Ok(None),
+            Some(v) => match v.as_u64() {
+                Some(n) if (min..=max).contains(&n) => Ok(Some(n)),
+                _ => Err(self.error(key, format!("a number from {min} to {max}"))),
+            },
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! The VM configuration and its validation, done before any KVM object exists.
+//!
+//! A configuration comes from command-line flags, optionally on top of a JSON
+//! file (`--config FILE`, see [`file`]); flags override the file's values.
+
+pub mod file;
+#[cfg(test)]
+mod tests;
+
+use std::fs::File;
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+
+pub use file::FileConfig;
+
+/// Fewest vCPUs a VM may have.
+pub const MIN_VCPUS: u8 = 1;
+/// Most vCPUs a VM may have (the guest kernel's `NR_CPUS`).
+pub const MAX_VCPUS: u8 = 32;
+/// Least guest memory, in MiB.
+pub const MIN_MEMORY_MIB: u64 = 64;
+/// Most guest memory, in MiB (64 GiB).
+pub const MAX_MEMORY_MIB: u64 = 64 * 1024;
+/// vCPUs when neither a flag nor the file says.
+pub const DEFAULT_VCPUS: u8 = 1;
+/// Guest memory in MiB when neither a flag nor the file says.
+pub const DEFAULT_MEMORY_MIB: u64 = 128;
+
+/// The command-line synopsis.
+pub const USAGE: &str = "usage: vessel-vmm [--config FILE] --kernel PATH --initrd PATH \
+[--cmdline EXTRA] [--vcpus N] [--memory-mib N] [--serial stdout|PATH] [--api-sock PATH]";
+
+/// Where the guest's serial console goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SerialOutput {
+    /// The VMM's standard output.
+    Stdout,
+    /// A file, created or truncated.
+    File(PathBuf),
+}
+
+impl SerialOutput {
+    /// Parses `stdout` or a path.
+    pub fn parse(s: &str) -> Self {
+        if s == "stdout" {
+            Self::Stdout
+        } else {
+            Self::File(PathBuf::from(s))
+        }
+    }
+}
+
+/// Everything needed to build and boot one VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmConfig {
+    /// Guest kernel: an uncompressed ELF `vmlinux`.
+    pub kernel: PathBuf,
+    /// Initramfs (cpio, maybe compressed).
+    pub initrd: PathBuf,
+    /// Full kernel command line.
+    pub cmdline: String,
+    /// Number of vCPUs.
+    pub vcpus: u8,
+    /// Guest memory in MiB.
+    pub memory_mib: u64,
+    /// Serial console destination.
+    pub serial: SerialOutput,
+    /// Unix socket to serve the control API (pause, resume, shutdown) on.
+    pub api_sock: Option<PathBuf>,
+}
+
+/// A configuration that cannot be used. Each message is one line naming the
+/// bad flag or config-file field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("unknown option {0} (see --help)")]
+    UnknownOption(String),
+    #[error("{0}: missing value (see --help)")]
+    MissingValue(String),
+    #[error("{flag}: {value:?} is not a number")]
+    NotANumber { flag: &'static str, value: String },
+    #[error("{0}: missing; give the flag or the {1:?} key of the config file")]
+    MissingField(&'static str, &'static str),
+    #[error("config file {}: cannot read", .path.display())]
+    ReadConfigFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {}: not valid JSON", .path.display())]
+    ParseConfigFile {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("config file {}: the top level must be a JSON object", .path.display())]
+    ConfigFileNotObject { path: PathBuf },
+    #[error("config file {}: unknown field {key:?}", .path.display())]
+    UnknownField { path: PathBuf, key: String },
+    #[error("config file {}: {key:?} must be {expected}", .path.display())]
+    FieldType {
+        path: PathBuf,
+        key: &'static str,
+        expected: String,
+    },
+    #[error("--kernel: cannot open {path:?}")]
+    OpenKernel {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("--kernel: {0:?} is neither an ELF vmlinux nor a bzImage")]
+    KernelNotElf(PathBuf),
+    #[error("--initrd: cannot open {path:?}")]
+    OpenInitrd {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("--vcpus: {0} is out of range {MIN_VCPUS}..={MAX_VCPUS}")]
+    VcpuCount(u64),
+    #[error("--memory-mib: {0} is out of range {MIN_MEMORY_MIB}..={MAX_MEMORY_MIB}")]
+    MemorySize(u64),
+    #[error("--cmdline: the kernel command line is longer than {0} bytes")]
+    CmdlineTooLong(usize),
+    #[error("--api-sock: the directory of {0:?} does not exist")]
+    ApiSockDir(PathBuf),
+    #[error("--api-sock: {0:?} exists and is not a socket")]
+    ApiSockNotSocket(PathBuf),
+}
+
+/// Checks a vCPU count, returning it as `u8`.
+pub fn check_vcpus(n: u64) -> Result<u8, ConfigError> {
+    match u8::try_from(n) {
+        Ok(v) if (MIN_VCPUS..=MAX_VCPUS).contains(&v) => Ok(v),
+        _ => Err(ConfigError::VcpuCount(n)),
+    }
+}
+
+/// Checks a memory size in MiB.
+pub fn check_memory(mib: u64) -> Result<u64, ConfigError> {
+    if (MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&mib) {
+        Ok(mib)
+    } else {
+        Err(ConfigError::MemorySize(mib))
+    }
+}
+
+/// Checks where the API socket goes: its directory exists, and nothing but a
+/// (stale) socket is in its place.
+pub fn check_api_sock(path: &Path) -> Result<(), ConfigError> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(ConfigError::ApiSockDir(path.to_path_buf()));
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if !meta.file_type().is_socket() => {
+            Err(ConfigError::ApiSockNotSocket(path.to_path_buf()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// True if the file is a kernel image the loader knows.
+fn is_kernel(path: &Path) -> Result<bool, std::io::Error> {
+    let mut f = File::open(path)?;
+    Ok(crate::boot::loader::detect_format(&mut f)?.is_some())
+}
+
+/// The full command line: the profile's default, `quiet`, then the extra
+/// arguments if any.
+pub fn full_cmdline(profile: crate::profile::HostProfile, extra: Option<&str>) -> String {
+    let mut cmdline = profile.default_cmdline();
+    cmdline.push_str(" quiet");
+    if let Some(extra) = extra.map(str::trim).filter(|e| !e.is_empty()) {
+        cmdline.push(' ');
+        cmdline.push_str(extra);
+    }
+    cmdline
+}
+
+/// Builds and validates the configuration from the command-line arguments
+/// (without the program name). A `--config FILE` is read first; every other
+/// flag overrides the file's value, wherever it stands.
+pub fn from_args(
+    args: &[String],
+    profile: crate::profile::HostProfile,
+) -> Result<VmConfig, ConfigError> {
+    let mut flags = FileConfig::default();
+    let mut config_file = None;
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let (name, value) = match flag.as_str() {
+            name @ ("--config" | "--kernel" | "--initrd" | "--cmdline" | "--vcpus"
+            | "--memory-mib" | "--serial" | "--api-sock") => {
+                let value = it
+                    .next()
+                    .ok_or_else(|| ConfigError::MissingValue(flag.clone()))?;
+                (name, value)
+            }
+            other => return Err(ConfigError::UnknownOption(other.to_string())),
+        };
+        let number = |flag: &'static str| {
+            value.parse::<u64>().map_err(|_| ConfigError::NotANumber {
+                flag,
+                value: value.clone(),
+            })
+        };
+        match name {
+            "--config" => config_file = Some(PathBuf::from(value)),
+            "--kernel" => flags.kernel = Some(PathBuf::from(value)),
+            "--initrd" => flags.initrd = Some(PathBuf::from(value)),
+            "--cmdline" => flags.cmdline = Some(value.clone()),
+            "--vcpus" => flags.vcpus = Some(check_vcpus(number("--vcpus")?)?),
+            "--memory-mib" => flags.memory_mib = Some(check_memory(number("--memory-mib")?)?),
+            "--serial" => flags.serial = Some(SerialOutput::parse(value)),
+            _ => flags.api_sock = Some(PathBuf::from(value)),
+        }
+    }
+    let base = match config_file {
+        Some(path) => FileConfig::read(&path)?,
+        None => FileConfig::default(),
+    };
+    let merged = flags.or(base);
+    let config = VmConfig {
+        kernel: merged
+            .kernel
+            .ok_or(ConfigError::MissingField("--kernel", "kernel"))?,
+        initrd: merged
+            .initrd
+            .ok_or(ConfigError::MissingField("--initrd", "initrd"))?,
+        cmdline: full_cmdline(profile, merged.cmdline.as_deref()),
+        vcpus: merged.vcpus.unwrap_or(DEFAULT_VCPUS),
+        memory_mib: merged.memory_mib.unwrap_or(DEFAULT_MEMORY_MIB),
+        serial: merged.serial.unwrap_or(SerialOutput::Stdout),
+        api_sock: merged.api_sock,
+    };
+    config.validate()?;
+    Ok(config)
+}
+
+impl VmConfig {
+    /// Validates every field; the first bad one is returned.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let elf = is_kernel(&self.kernel).map_err(|source| ConfigError::OpenKernel {
+            path: self.kernel.clone(),
+            source,
+        })?;
+        if !elf {
+            return Err(ConfigError::KernelNotElf(self.kernel.clone()));
+        }
+        File::open(&self.initrd).map_err(|source| ConfigError::OpenInitrd {
+            path: self.initrd.clone(),
+            source,
+        })?;
+        check_vcpus(u64::from(self.vcpus))?;
+        check_memory(self.memory_mib)?;
+        if self.cmdline.len() >= crate::boot::params::CMDLINE_MAX_SIZE {
+            return Err(ConfigError::CmdlineTooLong(
+                crate::boot::params::CMDLINE_MAX_SIZE - 1,
+            ));
+        }
+        if let Some(sock) = &self.api_sock {
+            check_api_sock(sock)?;
+        }
+        Ok(())
+    }
+}

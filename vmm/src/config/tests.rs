@@ -1,0 +1,364 @@
+use super::*;
+use crate::profile::HostProfile;
+use std::error::Error;
+use std::io::Write;
+
+const PROFILE: HostProfile = HostProfile::EmulatedCpl0;
+
+/// A kernel and an initrd the checks accept, in `dir`.
+fn boot_files(dir: &Path) -> (PathBuf, PathBuf) {
+    let kernel = dir.join("vmlinux");
+    let initrd = dir.join("initrd");
+    File::create(&kernel)
+        .unwrap()
+        .write_all(b"\x7fELF\x02\x01")
+        .unwrap();
+    File::create(&initrd).unwrap().write_all(b"070701").unwrap();
+    (kernel, initrd)
+}
+
+fn config(dir: &Path) -> VmConfig {
+    let (kernel, initrd) = boot_files(dir);
+    VmConfig {
+        kernel,
+        initrd,
+        cmdline: "console=ttyS0".into(),
+        vcpus: 1,
+        memory_mib: 128,
+        serial: SerialOutput::Stdout,
+        api_sock: None,
+    }
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+/// The error and its sources on one line, as `main` prints them.
+fn chain(err: &dyn Error) -> String {
+    let mut line = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        line.push_str(": ");
+        line.push_str(&s.to_string());
+        source = s.source();
+    }
+    line
+}
+
+fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The message of parsing `text` as the config file `/x.json`.
+fn file_error(text: &str) -> String {
+    FileConfig::parse(Path::new("/x.json"), text)
+        .unwrap_err()
+        .to_string()
+}
+
+/// The one-line error of `from_args`.
+fn args_error(list: &[&str]) -> String {
+    chain(&from_args(&args(list), PROFILE).unwrap_err())
+}
+
+#[test]
+fn accepts_a_good_config_and_names_bad_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = config(dir.path());
+    good.validate().unwrap();
+
+    let mut c = good.clone();
+    c.kernel = dir.path().join("missing");
+    assert!(c
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .starts_with("--kernel"));
+
+    let mut c = good.clone();
+    c.kernel = c.initrd.clone();
+    assert!(matches!(c.validate(), Err(ConfigError::KernelNotElf(_))));
+
+    let mut c = good.clone();
+    c.initrd = dir.path().join("missing");
+    assert!(c
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .starts_with("--initrd"));
+
+    assert!(check_vcpus(0).is_err());
+    assert!(check_vcpus(33).is_err());
+    assert!(check_vcpus(300).is_err());
+    assert_eq!(check_vcpus(32).unwrap(), 32);
+    assert!(check_memory(63).is_err());
+    assert!(check_memory(64 * 1024 + 1).is_err());
+    assert_eq!(check_memory(64).unwrap(), 64);
+}
+
+#[test]
+fn file_only_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let (kernel, initrd) = boot_files(dir.path());
+    let sock = dir.path().join("api.sock");
+    let json = serde_json::json!({
+        "kernel": kernel,
+        "initrd": initrd,
+        "cmdline": "init=/sbin/init",
+        "vcpus": 4,
+        "memory_mib": 512,
+        "serial": "/tmp/console.log",
+        "api_sock": sock,
+    });
+    let file = write_file(dir.path(), "vm.json", &json.to_string());
+    let config = from_args(&args(&["--config", file.to_str().unwrap()]), PROFILE).unwrap();
+    assert_eq!(
+        config,
+        VmConfig {
+            kernel,
+            initrd,
+            cmdline: format!("{} quiet init=/sbin/init", PROFILE.default_cmdline()),
+            vcpus: 4,
+            memory_mib: 512,
+            serial: SerialOutput::File("/tmp/console.log".into()),
+            api_sock: Some(sock),
+        }
+    );
+}
+
+#[test]
+fn flags_override_the_file_wherever_they_stand() {
+    let dir = tempfile::tempdir().unwrap();
+    let (kernel, initrd) = boot_files(dir.path());
+    let other_initrd = write_file(dir.path(), "initrd2", "070701");
+    let json = serde_json::json!({
+        "kernel": kernel,
+        "initrd": initrd,
+        "cmdline": "from=file",
+        "vcpus": 4,
+        "memory_mib": 512,
+        "serial": "/tmp/console.log",
+    });
+    let file = write_file(dir.path(), "vm.json", &json.to_string());
+    let config = from_args(
+        &args(&[
+            "--vcpus",
+            "2",
+            "--config",
+            file.to_str().unwrap(),
+            "--initrd",
+            other_initrd.to_str().unwrap(),
+            "--cmdline",
+            "from=flag",
+            "--serial",
+            "stdout",
+        ]),
+        PROFILE,
+    )
+    .unwrap();
+    assert_eq!(config.kernel, kernel);
+    assert_eq!(config.initrd, other_initrd);
+    assert_eq!(config.vcpus, 2);
+    assert_eq!(config.memory_mib, 512);
+    assert_eq!(config.serial, SerialOutput::Stdout);
+    assert_eq!(
+        config.cmdline,
+        format!("{} quiet from=flag", PROFILE.default_cmdline())
+    );
+    assert_eq!(config.api_sock, None);
+}
+
+#[test]
+fn cmdline_is_appended_after_the_profile_default_and_quiet() {
+    let dir = tempfile::tempdir().unwrap();
+    let (kernel, initrd) = boot_files(dir.path());
+    let (kernel, initrd) = (kernel.to_str().unwrap(), initrd.to_str().unwrap());
+    for profile in [HostProfile::Hardware, HostProfile::EmulatedCpl0] {
+        let base = ["--kernel", kernel, "--initrd", initrd];
+        let config = from_args(&args(&base), profile).unwrap();
+        assert_eq!(
+            config.cmdline,
+            format!("{} quiet", profile.default_cmdline())
+        );
+        assert_eq!(config.vcpus, DEFAULT_VCPUS);
+        assert_eq!(config.memory_mib, DEFAULT_MEMORY_MIB);
+
+        let mut extra = base.to_vec();
+        extra.extend(["--cmdline", "  init=/bin/sh panic=1 "]);
+        let config = from_args(&args(&extra), profile).unwrap();
+        assert_eq!(
+            config.cmdline,
+            format!("{} quiet init=/bin/sh panic=1", profile.default_cmdline())
+        );
+    }
+}
+
+#[test]
+fn file_errors_name_the_path_and_the_field() {
+    assert_eq!(
+        file_error(r#"{"vcpu": 2}"#),
+        r#"config file /x.json: unknown field "vcpu""#
+    );
+    for bad in [r#""two""#, "0", "33", "1.5", "-1", "null"] {
+        assert_eq!(
+            file_error(&format!(r#"{{"vcpus": {bad}}}"#)),
+            r#"config file /x.json: "vcpus" must be a number from 1 to 32"#,
+            "vcpus = {bad}"
+        );
+    }
+    assert_eq!(
+        file_error(r#"{"memory_mib": 32}"#),
+        r#"config file /x.json: "memory_mib" must be a number from 64 to 65536"#
+    );
+    assert_eq!(
+        file_error(r#"{"kernel": 7}"#),
+        r#"config file /x.json: "kernel" must be a non-empty path"#
+    );
+    assert_eq!(
+        file_error(r#"{"initrd": ""}"#),
+        r#"config file /x.json: "initrd" must be a non-empty path"#
+    );
+    assert_eq!(
+        file_error(r#"{"cmdline": ["a"]}"#),
+        r#"config file /x.json: "cmdline" must be a string"#
+    );
+    assert_eq!(
+        file_error(r#"{"serial": false}"#),
+        r#"config file /x.json: "serial" must be "stdout" or a non-empty path"#
+    );
+    assert_eq!(
+        file_error(r#"{"api_sock": {}}"#),
+        r#"config file /x.json: "api_sock" must be a non-empty path"#
+    );
+    assert_eq!(
+        file_error("[1, 2]"),
+        "config file /x.json: the top level must be a JSON object"
+    );
+}
+
+#[test]
+fn unreadable_or_non_json_file_names_the_path_and_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.json");
+    let missing = missing.to_str().unwrap();
+    let line = args_error(&["--config", missing]);
+    assert!(
+        line.starts_with(&format!("config file {missing}: cannot read: ")),
+        "{line}"
+    );
+
+    let broken = write_file(
+        dir.path(),
+        "broken.json",
+        "{\n  \"vcpus\": 2\n  \"x\": 1\n}\n",
+    );
+    let broken = broken.to_str().unwrap();
+    let line = args_error(&["--config", broken]);
+    assert!(
+        line.starts_with(&format!("config file {broken}: not valid JSON: ")),
+        "{line}"
+    );
+    assert!(line.ends_with("at line 3 column 3"), "{line}");
+    assert!(!line.contains('\n'), "{line}");
+}
+
+#[test]
+fn flag_errors_name_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let (kernel, initrd) = boot_files(dir.path());
+    let (kernel, initrd) = (kernel.to_str().unwrap(), initrd.to_str().unwrap());
+    let missing = dir.path().join("missing");
+    let missing = missing.to_str().unwrap();
+
+    assert_eq!(
+        args_error(&["--initrd", initrd]),
+        r#"--kernel: missing; give the flag or the "kernel" key of the config file"#
+    );
+    assert_eq!(
+        args_error(&["--kernel", kernel]),
+        r#"--initrd: missing; give the flag or the "initrd" key of the config file"#
+    );
+    assert!(args_error(&["--kernel", missing, "--initrd", initrd])
+        .starts_with(&format!("--kernel: cannot open {missing:?}: ")));
+    assert_eq!(
+        args_error(&["--kernel", initrd, "--initrd", initrd]),
+        format!("--kernel: {initrd:?} is neither an ELF vmlinux nor a bzImage")
+    );
+    assert!(args_error(&["--kernel", kernel, "--initrd", missing])
+        .starts_with(&format!("--initrd: cannot open {missing:?}: ")));
+
+    let base = ["--kernel", kernel, "--initrd", initrd];
+    let with = |more: &[&str]| {
+        let mut list = base.to_vec();
+        list.extend(more);
+        args_error(&list)
+    };
+    assert_eq!(with(&["--vcpus", "0"]), "--vcpus: 0 is out of range 1..=32");
+    assert_eq!(
+        with(&["--vcpus", "300"]),
+        "--vcpus: 300 is out of range 1..=32"
+    );
+    assert_eq!(
+        with(&["--vcpus", "two"]),
+        r#"--vcpus: "two" is not a number"#
+    );
+    assert_eq!(
+        with(&["--memory-mib", "63"]),
+        "--memory-mib: 63 is out of range 64..=65536"
+    );
+    assert_eq!(
+        with(&["--memory-mib"]),
+        "--memory-mib: missing value (see --help)"
+    );
+    assert_eq!(with(&["--vcpu", "2"]), "unknown option --vcpu (see --help)");
+    let long = "x".repeat(crate::boot::params::CMDLINE_MAX_SIZE);
+    assert_eq!(
+        with(&["--cmdline", &long]),
+        "--cmdline: the kernel command line is longer than 2047 bytes"
+    );
+}
+
+#[test]
+fn api_sock_needs_its_directory_and_no_other_file_in_its_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let (kernel, initrd) = boot_files(dir.path());
+    let (kernel, initrd) = (kernel.to_str().unwrap(), initrd.to_str().unwrap());
+    let with_sock = |sock: &Path| {
+        from_args(
+            &args(&[
+                "--kernel",
+                kernel,
+                "--initrd",
+                initrd,
+                "--api-sock",
+                sock.to_str().unwrap(),
+            ]),
+            PROFILE,
+        )
+    };
+
+    let fresh = dir.path().join("api.sock");
+    assert_eq!(with_sock(&fresh).unwrap().api_sock, Some(fresh.clone()));
+
+    let stale = dir.path().join("stale.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&stale).unwrap();
+    assert_eq!(with_sock(&stale).unwrap().api_sock, Some(stale.clone()));
+
+    let no_dir = dir.path().join("nope/api.sock");
+    assert_eq!(
+        chain(&with_sock(&no_dir).unwrap_err()),
+        format!("--api-sock: the directory of {no_dir:?} does not exist")
+    );
+    let file = Path::new(initrd);
+    assert_eq!(
+        chain(&with_sock(file).unwrap_err()),
+        format!("--api-sock: {file:?} exists and is not a socket")
+    );
+    assert_eq!(
+        chain(&with_sock(dir.path()).unwrap_err()),
+        format!("--api-sock: {:?} exists and is not a socket", dir.path())
+    );
+}

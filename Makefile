@@ -3,19 +3,36 @@
 #   make test   run the whole test suite (what CI runs)
 # Both install what is missing and build the guest kernel once (cached).
 
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 CARGO ?= cargo
+# Seconds each fuzz target runs in `make test` (longer: make fuzz FUZZ_SECONDS=600).
+FUZZ_SECONDS ?= 15
+FUZZ_TARGETS = virtio_mmio rng_queue
 
-.PHONY: demo test deps kernel lint
+.PHONY: demo test deps kernel lint fuzz bench
 
 demo: deps kernel
 	$(CARGO) run --quiet --release -p vessel-integration --example demo
 
-test: deps kernel lint
-	$(CARGO) test --workspace --no-fail-fast
+test: deps kernel lint fuzz
+	.ci/cargo-test --workspace --no-fail-fast
 
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --quiet -- -D warnings
+
+# Bounded coverage-guided runs of every guest-input fuzz target. cargo fuzz
+# wants nightly flags; RUSTC_BOOTSTRAP lets the stable toolchain take them.
+fuzz: deps
+	cd vmm/fuzz && for t in $(FUZZ_TARGETS); do \
+	  RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 \
+	    2>&1 | tail -n 3 || exit 1; \
+	done
+
+# vessel-vmm against qemu-system-x86_64 -M microvm, side by side (see README).
+bench: deps kernel
+	$(CARGO) run --quiet --release -p vessel-integration --example bench_vmm
 
 deps:
 	.ci/install-deps

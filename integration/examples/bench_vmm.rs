@@ -10,14 +10,10 @@
 //! VmRSS less the resident part of the guest-RAM mapping. Then it waits for
 //! the guest's reboot to end the VMM with status 0.
 //!
-//! The vessel-vmm binary is `cargo build --release`d into the target
-//! directory this example runs from; `VESSEL_VMM_BIN=PATH` skips the build.
+//! The harness builds the release vessel-vmm it runs (`target/harness/`).
 
-use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
-use std::thread::JoinHandle;
+use std::path::PathBuf;
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
@@ -75,15 +71,11 @@ fn mib(kib: u64) -> f64 {
 fn main() -> Result<()> {
     let rounds = parse_rounds()?;
     let profile = HostProfile::detect()?;
-    let vessel_bin = vessel_vmm_binary()?;
-    eprintln!("bench_vmm: vessel-vmm is {}", vessel_bin.display());
     eprintln!("bench_vmm: building (or reusing) the guest kernel and initramfs");
     let mut spec = GuestSpec::new(guest_kernel()?, test_initramfs()?);
     spec.vcpus = 1;
     spec.memory_mib = MEMORY_MIB;
 
-    // The harness's vessel-vmm command line, run with the binary built above.
-    let vessel_cmd = Runner::VesselVmm.command(&spec, profile)?;
     let memory_kib = u64::from(MEMORY_MIB) * 1024;
     let mut samples: Vec<(usize, Vmm, Sample)> = Vec::new();
     println!(
@@ -96,11 +88,11 @@ fn main() -> Result<()> {
     );
     for round in 1..=rounds {
         for vmm in [Vmm::Vessel, Vmm::Qemu] {
-            let cmd = match vmm {
-                Vmm::Vessel => with_program(&vessel_cmd, &vessel_bin),
-                Vmm::Qemu => Runner::QemuMicrovm.command(&spec, profile)?,
+            let runner = match vmm {
+                Vmm::Vessel => Runner::VesselVmm,
+                Vmm::Qemu => Runner::QemuMicrovm,
             };
-            let sample = measure(cmd, memory_kib)
+            let sample = measure(runner, &spec, memory_kib)
                 .with_context(|| format!("round {round}, {}", vmm.name()))?;
             println!(
                 "{round:>5}  {:<12} {:>10.2} {:>10.1} {:>13.1} {:>13.1} {:>10.1}  {}",
@@ -188,160 +180,27 @@ fn median(mut values: Vec<f64>) -> f64 {
     }
 }
 
-/// `cmd` with its program replaced by `program` (same args, env and dir), so
-/// the benchmark runs the vessel-vmm it just built.
-fn with_program(cmd: &Command, program: &Path) -> Command {
-    let mut out = Command::new(program);
-    out.args(cmd.get_args());
-    for (key, value) in cmd.get_envs() {
-        match value {
-            Some(value) => out.env(key, value),
-            None => out.env_remove(key),
-        };
-    }
-    if let Some(dir) = cmd.get_current_dir() {
-        out.current_dir(dir);
-    }
-    out
-}
-
-/// The release vessel-vmm binary, built into the target directory this
-/// example was built in (`<target>/release/examples/bench_vmm` ->
-/// `<target>/release/vessel-vmm`).
-fn vessel_vmm_binary() -> Result<PathBuf> {
-    if let Some(bin) = std::env::var_os("VESSEL_VMM_BIN") {
-        return Ok(bin.into());
-    }
-    let exe = std::env::current_exe().context("locate this example")?;
-    let target_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .and_then(Path::parent)
-        .with_context(|| format!("{} is not in <target>/<profile>/examples", exe.display()))?
-        .to_path_buf();
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .context("integration/ has a parent")?;
-    eprintln!(
-        "bench_vmm: cargo build --release -p vessel-vmm into {}",
-        target_dir.display()
-    );
-    let status = Command::new(cargo)
-        .current_dir(root)
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "vessel-vmm",
-            "--bin",
-            "vessel-vmm",
-        ])
-        .env("CARGO_TARGET_DIR", &target_dir)
-        .status()
-        .context("run cargo build for vessel-vmm")?;
-    ensure!(
-        status.success(),
-        "cargo build of vessel-vmm failed with {status}"
-    );
-    let bin = target_dir.join("release").join("vessel-vmm");
-    ensure!(bin.is_file(), "the build left no {}", bin.display());
-    Ok(bin)
-}
-
-/// A VMM process; dropping it kills the process if it is still running.
-struct Vm {
-    child: Child,
-    readers: Vec<JoinHandle<String>>,
-}
-
-impl Drop for Vm {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-impl Vm {
-    /// Kills the VMM and returns what it printed, for an error message.
-    fn kill_and_output(mut self) -> String {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let outputs: Vec<String> = self
-            .readers
-            .drain(..)
-            .map(|r| r.join().unwrap_or_default())
-            .collect();
-        let tail = |s: &str| {
-            let lines: Vec<&str> = s.lines().collect();
-            lines[lines.len().saturating_sub(20)..].join("\n")
-        };
-        format!(
-            "console tail:\n{}\nstderr tail:\n{}",
-            tail(&outputs[0]),
-            tail(&outputs[1])
-        )
-    }
-}
-
 /// Boots one guest with `cmd` and measures it.
-fn measure(mut cmd: Command, memory_kib: u64) -> Result<Sample> {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let start = Instant::now();
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("start {:?}", cmd.get_program()))?;
-    let pid = child.id();
-    let (marker_tx, marker_rx) = mpsc::channel();
-    let stdout = child.stdout.take().context("no stdout pipe")?;
-    let stderr = child.stderr.take().context("no stderr pipe")?;
-    let console = std::thread::spawn(move || {
-        let mut console = String::new();
-        let mut sent = false;
-        for line in BufReader::new(stdout).split(b'\n').map_while(Result::ok) {
-            let line = String::from_utf8_lossy(&line);
-            if !sent && line.contains(START_MARKER) {
-                let _ = marker_tx.send(start.elapsed());
-                sent = true;
-            }
-            console.push_str(&line);
-            console.push('\n');
+fn measure(runner: Runner, spec: &GuestSpec, memory_kib: u64) -> Result<Sample> {
+    let guest = runner.spawn(spec)?;
+    let pid = guest.pid();
+    let deadline = Instant::now() + TIMEOUT;
+    let to_init = loop {
+        if let Some(t) = guest.to_init_marker() {
+            break t;
         }
-        console
-    });
-    let errors = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = BufReader::new(stderr).read_to_string(&mut text);
-        text
-    });
-    let mut vm = Vm {
-        child,
-        readers: vec![console, errors],
-    };
-
-    let to_init = match marker_rx.recv_timeout(TIMEOUT) {
-        Ok(t) => t,
-        Err(_) => bail!(
-            "no {START_MARKER} within {TIMEOUT:?}\n{}",
-            vm.kill_and_output()
-        ),
+        if Instant::now() >= deadline {
+            let out = guest.wait(Duration::ZERO);
+            bail!("no {START_MARKER} within {TIMEOUT:?}: {:?}", out.err());
+        }
+        std::thread::sleep(Duration::from_millis(5));
     };
     let proc_dir = PathBuf::from(format!("/proc/{pid}"));
-    let smaps = std::fs::read_to_string(proc_dir.join("smaps"));
-    let status = std::fs::read_to_string(proc_dir.join("status"));
-    let (smaps, status) = match (smaps, status) {
-        (Ok(smaps), Ok(status)) => (smaps, status),
-        (Err(e), _) | (_, Err(e)) => {
-            bail!(
-                "read /proc/{pid}: {e} (did the VMM exit at once?)\n{}",
-                vm.kill_and_output()
-            )
-        }
+    let read = |name: &str| {
+        std::fs::read_to_string(proc_dir.join(name))
+            .with_context(|| format!("read /proc/{pid}/{name} (did the VMM exit at once?)"))
     };
+    let (smaps, status) = (read("smaps")?, read("status")?);
     let rss_kib = status_kib(&status, "VmRSS").context("no VmRSS in /proc/<pid>/status")?;
     let hwm_kib = status_kib(&status, "VmHWM").context("no VmHWM in /proc/<pid>/status")?;
     let Some(guest_rss_kib) = guest_ram_rss_kib(&smaps, memory_kib) else {
@@ -350,23 +209,11 @@ fn measure(mut cmd: Command, memory_kib: u64) -> Result<Sample> {
             memory_kib + RAM_SLACK_KIB
         );
     };
-
-    let status = loop {
-        if let Some(status) = vm.child.try_wait().context("wait for the VMM")? {
-            break status;
-        }
-        if start.elapsed() >= TIMEOUT {
-            bail!(
-                "the VMM did not exit within {TIMEOUT:?}\n{}",
-                vm.kill_and_output()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    if !status.success() {
+    let out = guest.wait(TIMEOUT)?;
+    if !out.status.success() {
         eprintln!(
-            "bench_vmm: the VMM exited with {status}\n{}",
-            vm.kill_and_output()
+            "bench_vmm: the VMM exited with {}\n{}",
+            out.status, out.stderr
         );
     }
     Ok(Sample {
@@ -374,7 +221,7 @@ fn measure(mut cmd: Command, memory_kib: u64) -> Result<Sample> {
         rss_kib,
         guest_rss_kib,
         hwm_kib,
-        status,
+        status: out.status,
     })
 }
 

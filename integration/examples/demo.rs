@@ -1,8 +1,7 @@
 //! The README's main job, as far as Vessel goes today: boot the guest kernel
-//! with the static test init in a microVM and print its feature report.
-//!
-//! It runs under the QEMU microvm reference runner until vessel-vmm boots
-//! guests, and will run a container through containerd once the shim exists.
+//! with the static test init in a microVM under our own vessel-vmm and print
+//! its feature report. It will run a container through containerd once the
+//! shim exists.
 
 use std::time::Duration;
 
@@ -16,11 +15,8 @@ fn main() -> Result<()> {
     let mut spec = GuestSpec::new(guest_kernel()?, test_initramfs()?);
     spec.vcpus = 2;
     spec.memory_mib = 256;
-    eprintln!(
-        "demo: booting {} under qemu-system-x86_64 -M microvm",
-        spec.kernel.display()
-    );
-    let out = Runner::QemuMicrovm.run(&spec, Duration::from_secs(300))?;
+    eprintln!("demo: booting {} under vessel-vmm", spec.kernel.display());
+    let out = Runner::VesselVmm.run(&spec, Duration::from_secs(300))?;
     let report =
         Report::parse(&out.console).with_context(|| format!("console:\n{}", out.console))?;
     println!(

@@ -63,65 +63,56 @@ pub fn guest_kernel() -> Result<PathBuf> {
 }
 
 /// Builds a binary of this workspace statically linked for the guest and
-/// returns its path. Uses its own target directory, so it never waits on the
-/// lock of the `cargo test` that runs us.
+/// returns its path (stripped: every byte of the initramfs is copied by
+/// emulated kernel code on some hosts).
 pub fn static_binary(package: &str, bin: &str) -> Result<PathBuf> {
-    static BUILD: Mutex<()> = Mutex::new(());
-    let _serial = BUILD
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let target_dir = repo_root().join("target/guest");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .current_dir(repo_root())
-        .args([
-            "build",
-            "--quiet",
-            "--release",
-            "--target",
-            GUEST_TARGET,
-            "-p",
-            package,
-            "--bin",
-            bin,
-        ])
-        .env("CARGO_TARGET_DIR", &target_dir)
-        // --target keeps the flag off build scripts and proc macros.
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        // Every byte of the initramfs is copied by emulated kernel code here.
-        .env("CARGO_PROFILE_RELEASE_STRIP", "symbols")
-        .status()
-        .with_context(|| format!("run cargo build for {package}"))?;
-    if !status.success() {
-        bail!("static build of {package}/{bin} failed with {status}");
-    }
-    let path = target_dir.join(GUEST_TARGET).join("release").join(bin);
-    if !path.is_file() {
-        bail!("static build of {bin} produced no {}", path.display());
-    }
-    Ok(path)
+    build_binary(package, bin, Some(GUEST_TARGET))
 }
 
 /// Builds a host binary of this workspace (release) and returns its path.
-/// Uses `target/harness/`, apart from the `cargo test` that runs us.
 pub fn host_binary(package: &str, bin: &str) -> Result<PathBuf> {
+    build_binary(package, bin, None)
+}
+
+/// `cargo build --release` of one binary, for the guest (`target`: static,
+/// in `target/guest/`) or the host (in `target/harness/`). Each has its own
+/// target directory, so it never waits on the lock of the `cargo test` that
+/// runs us, and the two never rebuild each other's dependencies.
+fn build_binary(package: &str, bin: &str, target: Option<&str>) -> Result<PathBuf> {
     static BUILD: Mutex<()> = Mutex::new(());
     let _serial = BUILD
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let target_dir = repo_root().join("target/harness");
+    let target_dir = repo_root().join(if target.is_some() {
+        "target/guest"
+    } else {
+        "target/harness"
+    });
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .current_dir(repo_root())
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(repo_root())
         .args(["build", "--quiet", "--release", "-p", package, "--bin", bin])
-        .env("CARGO_TARGET_DIR", &target_dir)
-        .env_remove("RUSTFLAGS")
+        .env("CARGO_TARGET_DIR", &target_dir);
+    let mut out_dir = target_dir.clone();
+    match target {
+        Some(triple) => {
+            // --target keeps the flag off build scripts and proc macros.
+            cmd.args(["--target", triple])
+                .env("RUSTFLAGS", "-C target-feature=+crt-static")
+                .env("CARGO_PROFILE_RELEASE_STRIP", "symbols");
+            out_dir.push(triple);
+        }
+        None => {
+            cmd.env_remove("RUSTFLAGS");
+        }
+    }
+    let status = cmd
         .status()
         .with_context(|| format!("run cargo build for {package}"))?;
     if !status.success() {
         bail!("build of {package}/{bin} failed with {status}");
     }
-    let path = target_dir.join("release").join(bin);
+    let path = out_dir.join("release").join(bin);
     if !path.is_file() {
         bail!("build of {bin} produced no {}", path.display());
     }

@@ -36,56 +36,39 @@ fn bad_kernel_initrd_and_sizes_are_refused_before_boot() -> Result<()> {
     let not_elf = dir.path().join("not-a-kernel");
     std::fs::write(&not_elf, b"this is not an ELF file")?;
 
-    let cases: Vec<(Vec<&str>, &str)> = vec![
+    let boot = |extra: &[&'static str]| -> Vec<String> {
+        let mut args = vec![
+            "--kernel".to_string(),
+            kernel.to_string(),
+            "--initrd".into(),
+            initrd.into(),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args
+    };
+    let owned = |args: &[&str]| args.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+    let cases: Vec<(Vec<String>, &str)> = vec![
         (
-            vec!["--kernel", path(&not_elf), "--initrd", initrd],
+            owned(&["--kernel", path(&not_elf), "--initrd", initrd]),
             "--kernel",
         ),
         (
-            vec!["--kernel", "/nonexistent/vmlinux", "--initrd", initrd],
+            owned(&["--kernel", "/nonexistent/vmlinux", "--initrd", initrd]),
             "--kernel",
         ),
         (
-            vec!["--kernel", kernel, "--initrd", "/nonexistent/initrd"],
+            owned(&["--kernel", kernel, "--initrd", "/nonexistent/initrd"]),
             "--initrd",
         ),
-        (vec!["--kernel", kernel], "--initrd"),
-        (
-            vec!["--kernel", kernel, "--initrd", initrd, "--vcpus", "0"],
-            "--vcpus",
-        ),
-        (
-            vec!["--kernel", kernel, "--initrd", initrd, "--vcpus", "4096"],
-            "--vcpus",
-        ),
-        (
-            vec!["--kernel", kernel, "--initrd", initrd, "--memory-mib", "1"],
-            "--memory-mib",
-        ),
-        (
-            vec![
-                "--kernel",
-                kernel,
-                "--initrd",
-                initrd,
-                "--memory-mib",
-                "99999999",
-            ],
-            "--memory-mib",
-        ),
-        (
-            vec![
-                "--kernel",
-                kernel,
-                "--initrd",
-                initrd,
-                "--memory-mib",
-                "lots",
-            ],
-            "--memory-mib",
-        ),
+        (owned(&["--kernel", kernel]), "--initrd"),
+        (boot(&["--vcpus", "0"]), "--vcpus"),
+        (boot(&["--vcpus", "4096"]), "--vcpus"),
+        (boot(&["--memory-mib", "1"]), "--memory-mib"),
+        (boot(&["--memory-mib", "99999999"]), "--memory-mib"),
+        (boot(&["--memory-mib", "lots"]), "--memory-mib"),
     ];
     for (args, field) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let message = refused(&args)?;
         ensure!(
             message.contains(field),

@@ -237,6 +237,17 @@ fn normalise(guest_path: &str) -> Result<String, InitramfsError> {
 mod tests {
     use super::*;
 
+    /// What [`sample`] holds, in archive order.
+    const SAMPLE_LISTING: [&str; 7] = [
+        "bin",
+        "bin/sh",
+        "etc",
+        "etc/vessel",
+        "etc/vessel/config",
+        "init",
+        "proc",
+    ];
+
     fn sample() -> Initramfs {
         let mut fs = Initramfs::default();
         fs.add_bytes("/init", b"#!init\n".to_vec(), 0o755).unwrap();
@@ -251,18 +262,7 @@ mod tests {
     fn archive_round_trips_with_parents_first() {
         let entries = read_archive(&sample().to_bytes()).unwrap();
         let names: Vec<_> = entries.iter().map(|e| e.name.as_str()).collect();
-        assert_eq!(
-            names,
-            [
-                "bin",
-                "bin/sh",
-                "etc",
-                "etc/vessel",
-                "etc/vessel/config",
-                "init",
-                "proc"
-            ]
-        );
+        assert_eq!(names, SAMPLE_LISTING);
         let init = entries.iter().find(|e| e.name == "init").unwrap();
         assert_eq!(init.mode, newc::S_IFREG | 0o755);
         assert_eq!(init.data, b"#!init\n");
@@ -358,17 +358,6 @@ mod tests {
             String::from_utf8_lossy(&out.stderr)
         );
         let listing = String::from_utf8(out.stdout).unwrap();
-        assert_eq!(
-            listing.lines().collect::<Vec<_>>(),
-            [
-                "bin",
-                "bin/sh",
-                "etc",
-                "etc/vessel",
-                "etc/vessel/config",
-                "init",
-                "proc"
-            ]
-        );
+        assert_eq!(listing.lines().collect::<Vec<_>>(), SAMPLE_LISTING);
     }
 }

@@ -25,6 +25,8 @@ pub struct GuestSpec {
     pub extra_cmdline: String,
     /// vessel-vmm only: `--api-sock`.
     pub api_sock: Option<PathBuf>,
+    /// vessel-vmm only: `--vsock-uds`, the host side of the guest's vsock.
+    pub vsock_uds: Option<PathBuf>,
 }
 
 impl GuestSpec {
@@ -36,6 +38,7 @@ impl GuestSpec {
             memory_mib: 128,
             extra_cmdline: String::new(),
             api_sock: None,
+            vsock_uds: None,
         }
     }
 }
@@ -80,30 +83,36 @@ impl Runner {
                     spec.extra_cmdline
                 );
                 let mut cmd = Command::new("qemu-system-x86_64");
-                cmd.args(["-M", "microvm,acpi=off", "-enable-kvm", "-cpu", &profile.qemu_cpu()])
-                    .args([
-                        "-m",
-                        &spec.memory_mib.to_string(),
-                        "-smp",
-                        &spec.vcpus.to_string(),
-                    ])
-                    .args([
-                        "-nodefaults",
-                        "-no-user-config",
-                        "-nographic",
-                        "-serial",
-                        "stdio",
-                    ])
-                    // i8042 carries the guest's reboot (reboot=k); -no-reboot
-                    // turns it into QEMU's exit with status 0.
-                    .args(["-device", "i8042", "-no-reboot"])
-                    // The same virtio devices vessel-vmm gives every guest.
-                    .args(["-device", "virtio-rng-device"])
-                    .arg("-kernel")
-                    .arg(&spec.kernel)
-                    .arg("-initrd")
-                    .arg(&spec.initrd)
-                    .args(["-append", cmdline.trim_end()]);
+                cmd.args([
+                    "-M",
+                    "microvm,acpi=off",
+                    "-enable-kvm",
+                    "-cpu",
+                    &profile.qemu_cpu(),
+                ])
+                .args([
+                    "-m",
+                    &spec.memory_mib.to_string(),
+                    "-smp",
+                    &spec.vcpus.to_string(),
+                ])
+                .args([
+                    "-nodefaults",
+                    "-no-user-config",
+                    "-nographic",
+                    "-serial",
+                    "stdio",
+                ])
+                // i8042 carries the guest's reboot (reboot=k); -no-reboot
+                // turns it into QEMU's exit with status 0.
+                .args(["-device", "i8042", "-no-reboot"])
+                // The same virtio devices vessel-vmm gives every guest.
+                .args(["-device", "virtio-rng-device"])
+                .arg("-kernel")
+                .arg(&spec.kernel)
+                .arg("-initrd")
+                .arg(&spec.initrd)
+                .args(["-append", cmdline.trim_end()]);
                 cmd
             }
             Runner::VesselVmm => {
@@ -120,6 +129,9 @@ impl Runner {
                 }
                 if let Some(sock) = &spec.api_sock {
                     cmd.arg("--api-sock").arg(sock);
+                }
+                if let Some(uds) = &spec.vsock_uds {
+                    cmd.arg("--vsock-uds").arg(uds);
                 }
                 cmd
             }
@@ -211,6 +223,27 @@ impl RunningGuest {
     /// Time from spawn to the test init's start marker, once it appeared.
     pub fn to_init_marker(&self) -> Option<Duration> {
         self.console.lock().unwrap_or_else(|p| p.into_inner()).1
+    }
+
+    /// Waits until the console shows `text`, at most `timeout`.
+    pub fn wait_for_console(&mut self, text: &str, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        while !self.console().contains(text) {
+            if let Some(status) = self.child.try_wait().context("wait for the VMM")? {
+                bail!(
+                    "the VMM exited with {status} before {text:?}:\n{}",
+                    self.console()
+                );
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "no {text:?} on the console within {timeout:?}:\n{}",
+                    self.console()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
     }
 
     /// Waits for the VMM to exit, at most `timeout`, then kills it.

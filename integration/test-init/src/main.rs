@@ -10,6 +10,7 @@
 
 mod probes;
 mod sys;
+mod vsock_sink;
 
 use std::io::Write;
 
@@ -35,6 +36,15 @@ fn main() {
 
     println!("VESSEL-TEST-INIT-START");
     report("mounts", probes::mount_base());
+    if vsock_sink::requested() {
+        report(
+            "vsock_sink",
+            vsock_sink::serve().map(|n| format!("{n} bytes")),
+        );
+        println!("VESSEL-TEST-INIT-DONE");
+        let _ = std::io::stdout().flush();
+        sys::reboot();
+    }
     report("kernel", probes::kernel_release());
     report("cpus", probes::online_cpus());
     report("mem_kib", probes::mem_total_kib());

@@ -1,0 +1,76 @@
+//! `vessel.test=vsock-sink` on the kernel command line: instead of the
+//! probes, serve one vsock throughput run on port 5000 for the benchmark.
+//!
+//! The host sends an 8-byte little-endian length N, then N bytes; the guest
+//! reads them all, answers with the 8-byte count it read, then sends N bytes
+//! back and closes. Times are taken on the host.
+
+use std::io::{Read, Write};
+use std::os::fd::FromRawFd;
+
+use crate::sys::{check, SysResult};
+
+/// The vsock port the sink listens on.
+pub const PORT: u32 = 5000;
+
+/// Whether the kernel command line asks for the sink.
+pub fn requested() -> bool {
+    std::fs::read_to_string("/proc/cmdline")
+        .map(|c| c.split_whitespace().any(|a| a == "vessel.test=vsock-sink"))
+        .unwrap_or(false)
+}
+
+/// Serves one run; returns the byte count.
+pub fn serve() -> SysResult<u64> {
+    // SAFETY: plain socket creation.
+    let listener =
+        unsafe { libc::socket(libc::AF_VSOCK, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    let listener = check(listener.into(), "socket(AF_VSOCK)")? as libc::c_int;
+    // SAFETY: sockaddr_vm is plain data; all-zero is a valid value.
+    let mut addr: libc::sockaddr_vm = unsafe { std::mem::zeroed() };
+    addr.svm_family = libc::AF_VSOCK as libc::sa_family_t;
+    addr.svm_port = PORT;
+    addr.svm_cid = libc::VMADDR_CID_ANY;
+    let len = std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t;
+    // SAFETY: addr is a valid sockaddr_vm of len bytes.
+    let ret = unsafe { libc::bind(listener, (&addr as *const libc::sockaddr_vm).cast(), len) };
+    check(ret.into(), "bind vsock")?;
+    // SAFETY: listener is a bound socket.
+    check(unsafe { libc::listen(listener, 1) }.into(), "listen vsock")?;
+    println!("VESSEL-VSOCK-SINK-READY port={PORT}");
+    // SAFETY: listener is a listening socket; no address is asked for.
+    let conn = unsafe { libc::accept(listener, std::ptr::null_mut(), std::ptr::null_mut()) };
+    let conn = check(conn.into(), "accept vsock")? as libc::c_int;
+    // SAFETY: conn is a freshly accepted socket this File now owns.
+    let mut stream = unsafe { std::fs::File::from_raw_fd(conn) };
+    let mut header = [0u8; 8];
+    stream
+        .read_exact(&mut header)
+        .map_err(|e| format!("read length: {e}"))?;
+    let total = u64::from_le_bytes(header);
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut got = 0u64;
+    while got < total {
+        let n = stream
+            .read(&mut buf)
+            .map_err(|e| format!("read payload: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        got += n as u64;
+    }
+    stream
+        .write_all(&got.to_le_bytes())
+        .map_err(|e| format!("write count: {e}"))?;
+    buf.fill(0x5a);
+    let mut sent = 0u64;
+    while sent < got {
+        let n = (got - sent).min(buf.len() as u64) as usize;
+        stream
+            .write_all(&buf[..n])
+            .map_err(|e| format!("write payload: {e}"))?;
+        sent += n as u64;
+    }
+    crate::sys::close(listener);
+    Ok(got)
+}

@@ -21,7 +21,7 @@ use crate::config::{SerialOutput, VmConfig};
 use crate::control::{install_kick_handler, VcpuControl};
 use crate::cpu::vcpu::{Vcpu, VcpuError, VmExit};
 use crate::devices::legacy::serial::{SerialDevice, SerialError, SERIAL_IRQ};
-use crate::devices::virtio::{self, rng::Rng};
+use crate::devices::virtio::{self, rng::Rng, vsock::Vsock};
 use crate::devices::{Bus, MmioSlot};
 use crate::memory::{self, MemoryError};
 use crate::profile::HostProfile;
@@ -85,6 +85,8 @@ pub struct Vm {
     vcpus: Vec<Vcpu>,
     events: Option<EventLoop>,
     api_sock: Option<PathBuf>,
+    /// The vsock device's socket, removed when the VM stops.
+    vsock_uds: Option<PathBuf>,
 }
 
 /// The thread-less half of the device event loop, until [`Vm::run`].
@@ -196,6 +198,11 @@ impl Vm {
             cmdline: String::new(),
         };
         virtio.attach(Rng::new().map_err(|e| VmError::CreateDevice("virtio-rng", e.into()))?)?;
+        if let Some(uds) = &config.vsock_uds {
+            let vsock = Vsock::new(u64::from(config.guest_cid), uds)
+                .map_err(|e| VmError::CreateDevice("virtio-vsock", e.into()))?;
+            virtio.attach(vsock)?;
+        }
         let (virtio_slots, virtio_args) = (virtio.slots, virtio.cmdline);
         let cmdline = format!("{}{virtio_args}", config.cmdline);
 
@@ -245,6 +252,7 @@ impl Vm {
             vcpus,
             events: Some(events),
             api_sock: config.api_sock.clone(),
+            vsock_uds: config.vsock_uds.clone(),
         })
     }
 
@@ -289,7 +297,13 @@ impl Vm {
             "VM stopped"
         );
         drop(api); // removes the socket file
-                   // vCPU threads may still be inside KVM_RUN; the process exit ends them.
+        if let Some(uds) = &self.vsock_uds {
+            // The device's event loop never ends, so its Drop never runs.
+            if let Err(error) = std::fs::remove_file(uds) {
+                warn!(%error, "cannot remove the vsock socket");
+            }
+        }
+        // vCPU threads may still be inside KVM_RUN; the process exit ends them.
         std::mem::forget(self._vm);
         std::mem::forget(self._memory);
         Ok(exit)

@@ -8,7 +8,9 @@
 //!   "vcpus": 2,
 //!   "memory_mib": 256,
 //!   "serial": "stdout",
-//!   "api_sock": "/run/vessel/vm.sock"
+//!   "api_sock": "/run/vessel/vm.sock",
+//!   "vsock_uds": "/run/vessel/vsock.sock",
+//!   "guest_cid": 3
 //! }
 //! ```
 //!
@@ -20,10 +22,13 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-use super::{ConfigError, SerialOutput, MAX_MEMORY_MIB, MAX_VCPUS, MIN_MEMORY_MIB, MIN_VCPUS};
+use super::{
+    ConfigError, SerialOutput, MAX_GUEST_CID, MAX_MEMORY_MIB, MAX_VCPUS, MIN_GUEST_CID,
+    MIN_MEMORY_MIB, MIN_VCPUS,
+};
 
 /// The keys a config file may have.
-pub const KEYS: [&str; 7] = [
+pub const KEYS: [&str; 9] = [
     "kernel",
     "initrd",
     "cmdline",
@@ -31,6 +36,8 @@ pub const KEYS: [&str; 7] = [
     "memory_mib",
     "serial",
     "api_sock",
+    "vsock_uds",
+    "guest_cid",
 ];
 
 /// Settings from one source (the file or the flags), each maybe absent.
@@ -44,6 +51,8 @@ pub struct FileConfig {
     pub memory_mib: Option<u64>,
     pub serial: Option<SerialOutput>,
     pub api_sock: Option<PathBuf>,
+    pub vsock_uds: Option<PathBuf>,
+    pub guest_cid: Option<u32>,
 }
 
 impl FileConfig {
@@ -85,6 +94,14 @@ impl FileConfig {
             memory_mib: fields.number("memory_mib", MIN_MEMORY_MIB, MAX_MEMORY_MIB)?,
             serial: fields.serial()?,
             api_sock: fields.path("api_sock")?,
+            vsock_uds: fields.path("vsock_uds")?,
+            guest_cid: fields
+                .number(
+                    "guest_cid",
+                    u64::from(MIN_GUEST_CID),
+                    u64::from(MAX_GUEST_CID),
+                )?
+                .map(|n| u32::try_from(n).expect("MAX_GUEST_CID fits in u32")),
         })
     }
 
@@ -98,6 +115,8 @@ impl FileConfig {
             memory_mib: self.memory_mib.or(base.memory_mib),
             serial: self.serial.or(base.serial),
             api_sock: self.api_sock.or(base.api_sock),
+            vsock_uds: self.vsock_uds.or(base.vsock_uds),
+            guest_cid: self.guest_cid.or(base.guest_cid),
         }
     }
 }

@@ -25,10 +25,17 @@ pub const MAX_MEMORY_MIB: u64 = 64 * 1024;
 pub const DEFAULT_VCPUS: u8 = 1;
 /// Guest memory in MiB when neither a flag nor the file says.
 pub const DEFAULT_MEMORY_MIB: u64 = 128;
+/// The guest's vsock CID when neither a flag nor the file says.
+pub const DEFAULT_GUEST_CID: u32 = 3;
+/// Lowest guest CID (0-2 are the hypervisor, local and host).
+pub const MIN_GUEST_CID: u32 = 3;
+/// Highest guest CID (`u32::MAX` is `VMADDR_CID_ANY`).
+pub const MAX_GUEST_CID: u32 = u32::MAX - 1;
 
 /// The command-line synopsis.
 pub const USAGE: &str = "usage: vessel-vmm [--config FILE] --kernel PATH --initrd PATH \
-[--cmdline EXTRA] [--vcpus N] [--memory-mib N] [--serial stdout|PATH] [--api-sock PATH]";
+[--cmdline EXTRA] [--vcpus N] [--memory-mib N] [--serial stdout|PATH] [--api-sock PATH] \
+[--vsock-uds PATH] [--guest-cid N]";
 
 /// Where the guest's serial console goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +74,11 @@ pub struct VmConfig {
     pub serial: SerialOutput,
     /// Unix socket to serve the control API (pause, resume, shutdown) on.
     pub api_sock: Option<PathBuf>,
+    /// Unix socket of the hybrid vsock device; no vsock device without it.
+    /// Guest connections to host port P go to `<vsock_uds>_<P>`.
+    pub vsock_uds: Option<PathBuf>,
+    /// The guest's vsock CID.
+    pub guest_cid: u32,
 }
 
 /// A configuration that cannot be used. Each message is one line naming the
@@ -127,6 +139,12 @@ pub enum ConfigError {
     ApiSockDir(PathBuf),
     #[error("--api-sock: {0:?} exists and is not a socket")]
     ApiSockNotSocket(PathBuf),
+    #[error("--vsock-uds: the directory of {0:?} does not exist")]
+    VsockUdsDir(PathBuf),
+    #[error("--vsock-uds: {0:?} exists and is not a socket")]
+    VsockUdsNotSocket(PathBuf),
+    #[error("--guest-cid: {0} is out of range {MIN_GUEST_CID}..={MAX_GUEST_CID}")]
+    GuestCid(u64),
 }
 
 /// Checks a vCPU count, returning it as `u8`.
@@ -146,22 +164,49 @@ pub fn check_memory(mib: u64) -> Result<u64, ConfigError> {
     }
 }
 
-/// Checks where the API socket goes: its directory exists, and nothing but a
-/// (stale) socket is in its place.
-pub fn check_api_sock(path: &Path) -> Result<(), ConfigError> {
+/// Checks a guest CID.
+pub fn check_guest_cid(n: u64) -> Result<u32, ConfigError> {
+    match u32::try_from(n) {
+        Ok(v) if (MIN_GUEST_CID..=MAX_GUEST_CID).contains(&v) => Ok(v),
+        _ => Err(ConfigError::GuestCid(n)),
+    }
+}
+
+/// What is wrong with a place for a socket the VMM creates.
+enum SockPathProblem {
+    NoDir,
+    NotSocket,
+}
+
+fn check_sock_path(path: &Path) -> Result<(), SockPathProblem> {
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
     if !dir.is_dir() {
-        return Err(ConfigError::ApiSockDir(path.to_path_buf()));
+        return Err(SockPathProblem::NoDir);
     }
     match std::fs::symlink_metadata(path) {
-        Ok(meta) if !meta.file_type().is_socket() => {
-            Err(ConfigError::ApiSockNotSocket(path.to_path_buf()))
-        }
+        Ok(meta) if !meta.file_type().is_socket() => Err(SockPathProblem::NotSocket),
         _ => Ok(()),
     }
+}
+
+/// Checks where the API socket goes: its directory exists, and nothing but a
+/// (stale) socket is in its place.
+pub fn check_api_sock(path: &Path) -> Result<(), ConfigError> {
+    check_sock_path(path).map_err(|p| match p {
+        SockPathProblem::NoDir => ConfigError::ApiSockDir(path.to_path_buf()),
+        SockPathProblem::NotSocket => ConfigError::ApiSockNotSocket(path.to_path_buf()),
+    })
+}
+
+/// Checks where the vsock socket goes, like [`check_api_sock`].
+pub fn check_vsock_uds(path: &Path) -> Result<(), ConfigError> {
+    check_sock_path(path).map_err(|p| match p {
+        SockPathProblem::NoDir => ConfigError::VsockUdsDir(path.to_path_buf()),
+        SockPathProblem::NotSocket => ConfigError::VsockUdsNotSocket(path.to_path_buf()),
+    })
 }
 
 /// True if the file is a kernel image the loader knows.
@@ -195,7 +240,8 @@ pub fn from_args(
     while let Some(flag) = it.next() {
         let (name, value) = match flag.as_str() {
             name @ ("--config" | "--kernel" | "--initrd" | "--cmdline" | "--vcpus"
-            | "--memory-mib" | "--serial" | "--api-sock") => {
+            | "--memory-mib" | "--serial" | "--api-sock" | "--vsock-uds"
+            | "--guest-cid") => {
                 let value = it
                     .next()
                     .ok_or_else(|| ConfigError::MissingValue(flag.clone()))?;
@@ -217,6 +263,8 @@ pub fn from_args(
             "--vcpus" => flags.vcpus = Some(check_vcpus(number("--vcpus")?)?),
             "--memory-mib" => flags.memory_mib = Some(check_memory(number("--memory-mib")?)?),
             "--serial" => flags.serial = Some(SerialOutput::parse(value)),
+            "--vsock-uds" => flags.vsock_uds = Some(PathBuf::from(value)),
+            "--guest-cid" => flags.guest_cid = Some(check_guest_cid(number("--guest-cid")?)?),
             _ => flags.api_sock = Some(PathBuf::from(value)),
         }
     }
@@ -237,6 +285,8 @@ pub fn from_args(
         memory_mib: merged.memory_mib.unwrap_or(DEFAULT_MEMORY_MIB),
         serial: merged.serial.unwrap_or(SerialOutput::Stdout),
         api_sock: merged.api_sock,
+        vsock_uds: merged.vsock_uds,
+        guest_cid: merged.guest_cid.unwrap_or(DEFAULT_GUEST_CID),
     };
     config.validate()?;
     Ok(config)
@@ -266,6 +316,10 @@ impl VmConfig {
         if let Some(sock) = &self.api_sock {
             check_api_sock(sock)?;
         }
+        if let Some(sock) = &self.vsock_uds {
+            check_vsock_uds(sock)?;
+        }
+        check_guest_cid(u64::from(self.guest_cid))?;
         Ok(())
     }
 }

@@ -27,6 +27,8 @@ fn config(dir: &Path) -> VmConfig {
         memory_mib: 128,
         serial: SerialOutput::Stdout,
         api_sock: None,
+        vsock_uds: None,
+        guest_cid: 3,
     }
 }
 
@@ -104,6 +106,7 @@ fn file_only_config() {
     let dir = tempfile::tempdir().unwrap();
     let (kernel, initrd) = boot_files(dir.path());
     let sock = dir.path().join("api.sock");
+    let vsock = dir.path().join("v.sock");
     let json = serde_json::json!({
         "kernel": kernel,
         "initrd": initrd,
@@ -112,6 +115,8 @@ fn file_only_config() {
         "memory_mib": 512,
         "serial": "/tmp/console.log",
         "api_sock": sock,
+        "vsock_uds": vsock,
+        "guest_cid": 42,
     });
     let file = write_file(dir.path(), "vm.json", &json.to_string());
     let config = from_args(&args(&["--config", file.to_str().unwrap()]), PROFILE).unwrap();
@@ -125,6 +130,8 @@ fn file_only_config() {
             memory_mib: 512,
             serial: SerialOutput::File("/tmp/console.log".into()),
             api_sock: Some(sock),
+            vsock_uds: Some(vsock),
+            guest_cid: 42,
         }
     );
 }
@@ -169,6 +176,8 @@ fn flags_override_the_file_wherever_they_stand() {
         format!("{} quiet from=flag", PROFILE.default_cmdline())
     );
     assert_eq!(config.api_sock, None);
+    assert_eq!(config.vsock_uds, None);
+    assert_eq!(config.guest_cid, DEFAULT_GUEST_CID);
 }
 
 #[test]
@@ -360,5 +369,62 @@ fn api_sock_needs_its_directory_and_no_other_file_in_its_place() {
     assert_eq!(
         chain(&with_sock(dir.path()).unwrap_err()),
         format!("--api-sock: {:?} exists and is not a socket", dir.path())
+    );
+}
+
+#[test]
+fn vsock_flags_and_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let (kernel, initrd) = boot_files(dir.path());
+    let (kernel, initrd) = (kernel.to_str().unwrap(), initrd.to_str().unwrap());
+    let base = ["--kernel", kernel, "--initrd", initrd];
+    let with = |more: &[&str]| {
+        let mut list = base.to_vec();
+        list.extend(more);
+        from_args(&args(&list), PROFILE)
+    };
+    let uds = dir.path().join("v.sock");
+    let config = with(&["--vsock-uds", uds.to_str().unwrap(), "--guest-cid", "7"]).unwrap();
+    assert_eq!(config.vsock_uds, Some(uds.clone()));
+    assert_eq!(config.guest_cid, 7);
+    assert_eq!(with(&[]).unwrap().guest_cid, 3);
+
+    let err = |more: &[&str]| chain(&with(more).unwrap_err());
+    assert_eq!(
+        err(&["--guest-cid", "2"]),
+        "--guest-cid: 2 is out of range 3..=4294967294"
+    );
+    assert_eq!(
+        err(&["--guest-cid", "4294967295"]),
+        "--guest-cid: 4294967295 is out of range 3..=4294967294"
+    );
+    assert_eq!(
+        err(&["--guest-cid", "x"]),
+        r#"--guest-cid: "x" is not a number"#
+    );
+    assert_eq!(
+        err(&["--vsock-uds"]),
+        "--vsock-uds: missing value (see --help)"
+    );
+    let no_dir = dir.path().join("nope/v.sock");
+    assert_eq!(
+        err(&["--vsock-uds", no_dir.to_str().unwrap()]),
+        format!("--vsock-uds: the directory of {no_dir:?} does not exist")
+    );
+    assert_eq!(
+        err(&["--vsock-uds", initrd]),
+        format!(
+            "--vsock-uds: {:?} exists and is not a socket",
+            Path::new(initrd)
+        )
+    );
+
+    assert_eq!(
+        file_error(r#"{"guest_cid": 1}"#),
+        r#"config file /x.json: "guest_cid" must be a number from 3 to 4294967294"#
+    );
+    assert_eq!(
+        file_error(r#"{"vsock_uds": ""}"#),
+        r#"config file /x.json: "vsock_uds" must be a non-empty path"#
     );
 }

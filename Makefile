@@ -30,9 +30,11 @@ fuzz: deps
 	    2>&1 | tail -n 3 || exit 1; \
 	done
 
-# vessel-vmm against qemu-system-x86_64 -M microvm, side by side (see README).
+# vessel-vmm against qemu-system-x86_64 -M microvm, side by side, then vsock
+# throughput host <-> guest (see README).
 bench: deps kernel
 	$(CARGO) run --quiet --release -p vessel-integration --example bench_vmm
+	$(CARGO) run --quiet --release -p vessel-integration --example bench_vsock
 
 deps:
 	.ci/install-deps

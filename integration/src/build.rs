@@ -129,3 +129,9 @@ pub fn test_initramfs() -> Result<PathBuf> {
     let init = static_binary("vessel-test-init", "vessel-test-init")?;
     Ok(Initramfs::with_init(&init)?.build_cached(&cache_dir().join("initramfs"))?)
 }
+
+/// The initramfs with the static `vessel-agent` as `/init`.
+pub fn agent_initramfs() -> Result<PathBuf> {
+    let agent = static_binary("vessel-agent", "vessel-agent")?;
+    Ok(Initramfs::with_init(&agent)?.build_cached(&cache_dir().join("initramfs"))?)
+}

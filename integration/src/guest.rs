@@ -225,6 +225,11 @@ impl RunningGuest {
         self.console.lock().unwrap_or_else(|p| p.into_inner()).1
     }
 
+    /// The VMM's exit status, if it has exited.
+    pub fn exited(&mut self) -> Result<Option<ExitStatus>> {
+        self.child.try_wait().context("wait for the VMM")
+    }
+
     /// Waits until the console shows `text`, at most `timeout`.
     pub fn wait_for_console(&mut self, text: &str, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
@@ -246,9 +251,9 @@ impl RunningGuest {
         Ok(())
     }
 
-    /// Waits for the VMM to exit, at most `timeout`, then kills it.
+    /// Waits for the VMM to exit, at most `timeout` from now, then kills it.
     pub fn wait(mut self, timeout: Duration) -> Result<GuestOutput> {
-        let deadline = self.start + timeout;
+        let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().context("wait for the VMM")? {
                 let (console, to_init_marker, stderr) = self.collect();

@@ -9,6 +9,8 @@ pub mod build;
 pub mod guest;
 pub mod report;
 
-pub use build::{guest_kernel, host_binary, static_binary, test_initramfs, vessel_vmm};
+pub use build::{
+    agent_initramfs, guest_kernel, host_binary, static_binary, test_initramfs, vessel_vmm,
+};
 pub use guest::{GuestOutput, GuestSpec, Runner, RunningGuest};
 pub use report::Report;

@@ -1,7 +1,54 @@
 //! The Vessel agent API, package `vessel.agent.v1`.
 //!
-//! The `.proto` and its ttrpc code generation arrive with the vsock and agent
-//! issue; until then this crate only names the API version.
+//! Messages ([`agent`]) and ttrpc stubs ([`agent_ttrpc`]) are generated from
+//! `proto/agent.proto` at build time.
 
 /// The protobuf package of the agent API.
 pub const API_VERSION: &str = "vessel.agent.v1";
+
+/// The vsock port the agent listens on.
+pub const AGENT_VSOCK_PORT: u32 = 1024;
+
+/// Generated messages of `vessel.agent.v1`.
+#[allow(
+    missing_docs,
+    dead_code,
+    unused_mut,
+    unused_imports,
+    unused_results,
+    non_camel_case_types,
+    non_snake_case,
+    non_upper_case_globals,
+    unknown_lints,
+    clippy::all,
+    clippy::pedantic,
+    clippy::undocumented_unsafe_blocks
+)]
+pub mod agent {
+    include!(concat!(env!("OUT_DIR"), "/agent.rs"));
+}
+
+/// Generated ttrpc client (`AgentServiceClient`) and server trait
+/// (`AgentService`, `create_agent_service`).
+#[allow(
+    missing_docs,
+    dead_code,
+    unused_mut,
+    unused_imports,
+    unused_results,
+    non_camel_case_types,
+    non_snake_case,
+    non_upper_case_globals,
+    unknown_lints,
+    clippy::all,
+    clippy::pedantic,
+    clippy::undocumented_unsafe_blocks
+)]
+pub mod agent_ttrpc {
+    include!(concat!(env!("OUT_DIR"), "/agent_ttrpc.rs"));
+}
+
+pub use agent_ttrpc::{create_agent_service, AgentService, AgentServiceClient};
+
+pub mod client;
+pub use client::{AgentClient, ClientError};

@@ -10,7 +10,7 @@ CARGO ?= cargo
 FUZZ_SECONDS ?= 15
 FUZZ_TARGETS = virtio_mmio rng_queue vsock_packet
 
-.PHONY: demo test deps kernel lint fuzz bench
+.PHONY: demo test deps kernel lint fuzz bench agent-initramfs
 
 demo: deps kernel
 	$(CARGO) run --quiet --release -p vessel-integration --example demo
@@ -35,6 +35,16 @@ fuzz: deps
 bench: deps kernel
 	$(CARGO) run --quiet --release -p vessel-integration --example bench_vmm
 	$(CARGO) run --quiet --release -p vessel-integration --example bench_vsock
+
+# The guest agent, static, packed as /init; prints the initramfs path
+# (the same build and cache the integration harness uses).
+agent-initramfs:
+	RUSTFLAGS="-C target-feature=+crt-static" CARGO_PROFILE_RELEASE_STRIP=symbols \
+	  CARGO_TARGET_DIR=target/guest $(CARGO) build --quiet --release \
+	  --target x86_64-unknown-linux-gnu -p vessel-agent
+	$(CARGO) run --quiet -p vessel-initramfs -- \
+	  --init target/guest/x86_64-unknown-linux-gnu/release/vessel-agent \
+	  --cache $${VESSEL_CACHE_DIR:-$$HOME/.cache/vessel}/initramfs
 
 deps:
 	.ci/install-deps

@@ -36,14 +36,19 @@ fn main() {
 
     println!("VESSEL-TEST-INIT-START");
     report("mounts", probes::mount_base());
-    if vsock_sink::requested() {
-        report(
-            "vsock_sink",
-            vsock_sink::serve().map(|n| format!("{n} bytes")),
-        );
-        println!("VESSEL-TEST-INIT-DONE");
-        let _ = std::io::stdout().flush();
-        sys::reboot();
+    match vsock_sink::requested_mode().as_deref() {
+        Some("vsock-sink") => {
+            report(
+                "vsock_sink",
+                vsock_sink::serve().map(|n| format!("{n} bytes")),
+            );
+            finish();
+        }
+        Some("vsock-dial") => {
+            report("vsock_dial", vsock_sink::dial());
+            finish();
+        }
+        _ => {}
     }
     report("kernel", probes::kernel_release());
     report("cpus", probes::online_cpus());
@@ -59,6 +64,11 @@ fn main() {
     report("pty", probes::pty());
     report("seccomp", probes::seccomp_filter());
     report("hwrng", probes::hwrng());
+    finish();
+}
+
+/// Prints the done marker and ends the guest.
+fn finish() -> ! {
     println!("VESSEL-TEST-INIT-DONE");
     let _ = std::io::stdout().flush();
     sys::reboot();

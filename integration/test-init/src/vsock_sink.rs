@@ -1,6 +1,11 @@
-//! `vessel.test=vsock-sink` on the kernel command line: instead of the
-//! probes, serve one vsock throughput run on port 5000 for the benchmark.
+//! vsock modes of the test init, chosen on the kernel command line instead
+//! of the probes:
+//! - `vessel.test=vsock-sink`: serve one throughput run on port 5000 for the
+//!   benchmark;
+//! - `vessel.test=vsock-dial`: connect to the host (CID 2) on port 5001, send
+//!   `hello from the guest\n` and report the line the host answers.
 //!
+//! The sink protocol:
 //! The host sends an 8-byte little-endian length N, then N bytes; the guest
 //! reads them all, answers with the 8-byte count it read, then sends N bytes
 //! back and closes. Times are taken on the host.
@@ -13,11 +18,48 @@ use crate::sys::{check, SysResult};
 /// The vsock port the sink listens on.
 pub const PORT: u32 = 5000;
 
-/// Whether the kernel command line asks for the sink.
-pub fn requested() -> bool {
-    std::fs::read_to_string("/proc/cmdline")
-        .map(|c| c.split_whitespace().any(|a| a == "vessel.test=vsock-sink"))
-        .unwrap_or(false)
+/// The host port `vessel.test=vsock-dial` connects to.
+pub const DIAL_PORT: u32 = 5001;
+
+/// Which vsock mode the kernel command line asks for, if any.
+pub fn requested_mode() -> Option<String> {
+    let cmdline = std::fs::read_to_string("/proc/cmdline").ok()?;
+    cmdline
+        .split_whitespace()
+        .find_map(|a| a.strip_prefix("vessel.test="))
+        .map(str::to_string)
+}
+
+/// Connects to the host, says hello and returns the host's one-line answer.
+pub fn dial() -> SysResult<String> {
+    // SAFETY: plain socket creation.
+    let fd = unsafe { libc::socket(libc::AF_VSOCK, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    let fd = check(fd.into(), "socket(AF_VSOCK)")? as libc::c_int;
+    // SAFETY: fd is a fresh socket this File now owns (and closes).
+    let mut stream = unsafe { std::fs::File::from_raw_fd(fd) };
+    // SAFETY: sockaddr_vm is plain data; all-zero is a valid value.
+    let mut addr: libc::sockaddr_vm = unsafe { std::mem::zeroed() };
+    addr.svm_family = libc::AF_VSOCK as libc::sa_family_t;
+    addr.svm_port = DIAL_PORT;
+    addr.svm_cid = libc::VMADDR_CID_HOST;
+    let len = std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t;
+    // SAFETY: addr is a valid sockaddr_vm of len bytes.
+    let ret = unsafe { libc::connect(fd, (&addr as *const libc::sockaddr_vm).cast(), len) };
+    check(ret.into(), "connect to the host")?;
+    stream
+        .write_all(b"hello from the guest\n")
+        .map_err(|e| format!("write: {e}"))?;
+    let mut reply = Vec::new();
+    let mut byte = [0u8; 1];
+    while reply.len() < 128 {
+        match stream.read(&mut byte) {
+            Ok(0) => break,
+            Ok(_) if byte[0] == b'\n' => break,
+            Ok(_) => reply.push(byte[0]),
+            Err(e) => return Err(format!("read: {e}")),
+        }
+    }
+    Ok(String::from_utf8_lossy(&reply).into_owned())
 }
 
 /// Serves one run; returns the byte count.

@@ -9,7 +9,7 @@ pub const API_VERSION: &str = "vessel.agent.v1";
 /// The vsock port the agent listens on.
 pub const AGENT_VSOCK_PORT: u32 = 1024;
 
-/// Generated messages of `vessel.agent.v1`.
+/// Everything generated from `proto/agent.proto`, under one set of allows.
 #[allow(
     missing_docs,
     dead_code,
@@ -24,31 +24,21 @@ pub const AGENT_VSOCK_PORT: u32 = 1024;
     clippy::pedantic,
     clippy::undocumented_unsafe_blocks
 )]
-pub mod agent {
-    include!(concat!(env!("OUT_DIR"), "/agent.rs"));
-}
+mod generated {
+    /// Generated messages of `vessel.agent.v1`.
+    pub mod agent {
+        include!(concat!(env!("OUT_DIR"), "/agent.rs"));
+    }
 
-/// Generated ttrpc client (`AgentServiceClient`) and server trait
-/// (`AgentService`, `create_agent_service`).
-#[allow(
-    missing_docs,
-    dead_code,
-    unused_mut,
-    unused_imports,
-    unused_results,
-    non_camel_case_types,
-    non_snake_case,
-    non_upper_case_globals,
-    unknown_lints,
-    clippy::all,
-    clippy::pedantic,
-    clippy::undocumented_unsafe_blocks
-)]
-pub mod agent_ttrpc {
-    include!(concat!(env!("OUT_DIR"), "/agent_ttrpc.rs"));
+    /// Generated ttrpc client (`AgentServiceClient`) and server trait
+    /// (`AgentService`, `create_agent_service`).
+    pub mod agent_ttrpc {
+        include!(concat!(env!("OUT_DIR"), "/agent_ttrpc.rs"));
+    }
 }
 
 pub use agent_ttrpc::{create_agent_service, AgentService, AgentServiceClient};
+pub use generated::{agent, agent_ttrpc};
 
 pub mod client;
 pub use client::{AgentClient, ClientError};

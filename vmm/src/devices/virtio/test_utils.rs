@@ -11,18 +11,14 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use super::{Activation, IrqTrigger};
 
 const DESC_TABLE: u64 = 0x1000;
-const AVAIL_RING: u64 = 0x5000;
-const USED_RING: u64 = 0x6000;
 const MEM_SIZE: usize = 16 << 20;
 const F_NEXT: u16 = 1;
 const F_WRITE: u16 = 2;
 
-/// A driver-side view of one queue.
+/// A driver-side view of one queue, in its own guest memory.
 pub struct VirtQueue {
     pub mem: GuestMemoryMmap,
-    size: u16,
-    next_desc: Cell<u16>,
-    avail_idx: Cell<u16>,
+    ring: RingAt,
     pub irq: Arc<IrqTrigger>,
 }
 
@@ -34,87 +30,33 @@ impl VirtQueue {
         let irq = Arc::new(IrqTrigger::new(
             EventFd::new(EFD_NONBLOCK).expect("eventfd"),
         ));
-        Self {
-            mem,
-            size,
-            next_desc: Cell::new(0),
-            avail_idx: Cell::new(0),
-            irq,
-        }
+        let ring = RingAt::new(&mem, DESC_TABLE, size);
+        Self { mem, ring, irq }
     }
 
     /// Posts one chain of `(address, length, device-writable)` descriptors.
     pub fn add_chain(&self, descs: &[(u64, u32, bool)]) {
-        let head = self.next_desc.get();
-        for (i, &(addr, len, write)) in descs.iter().enumerate() {
-            let index = head.wrapping_add(i as u16) % self.size;
-            let last = i + 1 == descs.len();
-            let flags = if last { 0 } else { F_NEXT } | if write { F_WRITE } else { 0 };
-            let next = if last {
-                0
-            } else {
-                index.wrapping_add(1) % self.size
-            };
-            let at = GuestAddress(DESC_TABLE + 16 * u64::from(index));
-            let mut raw = [0u8; 16];
-            raw[0..8].copy_from_slice(&addr.to_le_bytes());
-            raw[8..12].copy_from_slice(&len.to_le_bytes());
-            raw[12..14].copy_from_slice(&flags.to_le_bytes());
-            raw[14..16].copy_from_slice(&next.to_le_bytes());
-            self.mem
-                .write_slice(&raw, at)
-                .expect("descriptor in memory");
-        }
-        self.next_desc.set(head.wrapping_add(descs.len() as u16));
-        self.publish(head);
+        self.ring.add_chain(descs);
     }
 
     /// Puts `head` on the available ring (no validation: fuzzers use it too).
     pub fn publish(&self, head: u16) {
-        let idx = self.avail_idx.get();
-        let slot = AVAIL_RING + 4 + 2 * u64::from(idx % self.size);
-        self.mem
-            .write_obj(head, GuestAddress(slot))
-            .expect("avail ring in memory");
-        self.avail_idx.set(idx.wrapping_add(1));
-        self.mem
-            .write_obj(idx.wrapping_add(1), GuestAddress(AVAIL_RING + 2))
-            .expect("avail idx");
+        self.ring.publish(head);
     }
 
     /// Writes raw bytes into the descriptor table (for fuzzing).
     pub fn write_desc_table(&self, bytes: &[u8]) {
-        let len = bytes.len().min(16 * usize::from(self.size));
-        self.mem
-            .write_slice(&bytes[..len], GuestAddress(DESC_TABLE))
-            .expect("desc table");
+        self.ring.write_desc_table(bytes);
     }
 
     /// The device-side queue, set up and ready.
     pub fn queue(&self) -> Queue {
-        let mut q = Queue::new(self.size).expect("valid queue size");
-        q.set_size(self.size);
-        q.set_desc_table_address(Some(DESC_TABLE as u32), Some(0));
-        q.set_avail_ring_address(Some(AVAIL_RING as u32), Some(0));
-        q.set_used_ring_address(Some(USED_RING as u32), Some(0));
-        q.set_ready(true);
-        q
+        self.ring.queue()
     }
 
     /// The `(head, length)` entries the device put on the used ring.
     pub fn used(&self) -> Vec<(u16, u32)> {
-        let idx: u16 = self
-            .mem
-            .read_obj(GuestAddress(USED_RING + 2))
-            .expect("used idx");
-        (0..idx)
-            .map(|i| {
-                let at = USED_RING + 4 + 8 * u64::from(i % self.size);
-                let id: u32 = self.mem.read_obj(GuestAddress(at)).expect("used id");
-                let len: u32 = self.mem.read_obj(GuestAddress(at + 4)).expect("used len");
-                (id as u16, len)
-            })
-            .collect()
+        self.ring.used()
     }
 
     pub fn read(&self, addr: u64, len: usize) -> Vec<u8> {
@@ -257,15 +199,28 @@ impl RingAt {
         }
         self.next_desc
             .set(head.wrapping_add(descs.len() as u16) % self.size);
+        self.publish(head % self.size);
+    }
+
+    /// Puts `head` on the available ring (no validation: fuzzers use it too).
+    pub fn publish(&self, head: u16) {
         let idx = self.avail_idx.get();
         let slot = self.base + 0x4004 + 2 * u64::from(idx % self.size);
         self.mem
-            .write_obj(head % self.size, GuestAddress(slot))
+            .write_obj(head, GuestAddress(slot))
             .expect("avail ring in memory");
         self.avail_idx.set(idx.wrapping_add(1));
         self.mem
             .write_obj(idx.wrapping_add(1), GuestAddress(self.base + 0x4002))
             .expect("avail idx");
+    }
+
+    /// Writes raw bytes into the descriptor table (for fuzzing).
+    pub fn write_desc_table(&self, bytes: &[u8]) {
+        let len = bytes.len().min(16 * usize::from(self.size));
+        self.mem
+            .write_slice(&bytes[..len], GuestAddress(self.base))
+            .expect("desc table");
     }
 
     /// The device-side queue, set up and ready.

@@ -43,7 +43,10 @@ impl Reaper {
     ) -> io::Result<(i32, T)> {
         let mut watched = self.watched.lock().unwrap_or_else(|e| e.into_inner());
         let (pid, value) = spawn()?;
-        watched.insert(pid, Entry::Running);
+        // A reused pid must not erase an earlier child's unclaimed status:
+        // it stays claimable until the new child exits too. (Telling the two
+        // apart needs a generation per spawn; no caller spawns yet.)
+        watched.entry(pid).or_insert(Entry::Running);
         Ok((pid, value))
     }
 

@@ -5,7 +5,7 @@
 use std::ffi::{CStr, CString};
 use std::fs::OpenOptions;
 use std::io::{self, Write};
-use std::os::unix::io::AsRawFd;
+use std::os::unix::io::{AsRawFd, IntoRawFd};
 use std::path::Path;
 
 /// One mount: `mount(source, target, fstype, flags, data)`.
@@ -121,14 +121,24 @@ impl Sys for LinuxSys {
         if unsafe { libc::fcntl(1, libc::F_GETFD) } != -1 {
             return Ok(());
         }
+        // With no initial console the kernel left 0..=2 closed, so this open
+        // may itself land on one of them: never close what we dup from then.
         let console = OpenOptions::new()
             .read(true)
             .write(true)
-            .open("/dev/console")?;
+            .open("/dev/console")?
+            .into_raw_fd();
         for fd in 0..3 {
-            // SAFETY: dup2 onto the standard descriptors, which are not open;
-            // the console becomes them, as intended.
-            check(unsafe { libc::dup2(console.as_raw_fd(), fd) })?;
+            if fd != console {
+                // SAFETY: dup2 onto a standard descriptor, replacing whatever
+                // is there (nothing, or a stale descriptor): the console
+                // becomes it, as intended.
+                check(unsafe { libc::dup2(console, fd) })?;
+            }
+        }
+        if console > 2 {
+            // SAFETY: `console` is our own descriptor, now duplicated onto 0..=2.
+            unsafe { libc::close(console) };
         }
         Ok(())
     }

@@ -50,8 +50,31 @@ pub struct VcpuControl {
     state: Mutex<RunState>,
     changed: Condvar,
     parked: AtomicUsize,
+    /// vCPU threads that have left for good.
+    exited: AtomicUsize,
+    /// The vCPU threads to kick; each is here only while it runs.
     threads: Mutex<Vec<libc::pthread_t>>,
     total: usize,
+}
+
+/// Keeps the calling vCPU thread registered for kicks until it is dropped,
+/// which the thread does on its way out.
+pub struct VcpuRegistration<'a> {
+    control: &'a VcpuControl,
+    thread: libc::pthread_t,
+}
+
+impl Drop for VcpuRegistration<'_> {
+    fn drop(&mut self) {
+        let mut threads = self
+            .control
+            .threads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        // SAFETY: pthread_equal only compares two thread ids.
+        threads.retain(|&t| unsafe { libc::pthread_equal(t, self.thread) } == 0);
+        self.control.exited.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 extern "C" fn ignore_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
@@ -72,6 +95,7 @@ impl VcpuControl {
             state: Mutex::new(RunState::Running),
             changed: Condvar::new(),
             parked: AtomicUsize::new(0),
+            exited: AtomicUsize::new(0),
             threads: Mutex::new(Vec::new()),
             total,
         }
@@ -81,12 +105,26 @@ impl VcpuControl {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Records a vCPU thread to kick.
-    pub fn register_thread(&self, thread: libc::pthread_t) {
+    /// Registers the calling thread as a vCPU to kick, until the returned
+    /// registration is dropped (by that thread, as it exits). Registering
+    /// from the thread itself means a kick never targets a thread that has
+    /// not started or has already gone.
+    pub fn register_current_thread(&self) -> VcpuRegistration<'_> {
+        // SAFETY: pthread_self has no preconditions.
+        let thread = unsafe { libc::pthread_self() };
         self.threads
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(thread);
+        VcpuRegistration {
+            control: self,
+            thread,
+        }
+    }
+
+    /// vCPUs that are parked or gone: all of them means the VM is paused.
+    fn stopped(&self) -> usize {
+        self.parked.load(Ordering::SeqCst) + self.exited.load(Ordering::SeqCst)
     }
 
     /// Called by a vCPU thread before `KVM_RUN`: waits while paused; returns
@@ -111,20 +149,26 @@ impl VcpuControl {
     }
 
     /// Stops every vCPU at its next checkpoint and waits until all are there.
+    /// If they do not all stop in time, the VM runs on and the error says so.
     pub fn pause(&self) -> Result<(), ControlError> {
         {
             let mut state = self.lock_state();
-            match *state {
-                RunState::Stopping => return Err(ControlError::Stopping),
-                RunState::Paused => return Ok(()),
-                RunState::Running => *state = RunState::Paused,
+            if *state == RunState::Stopping {
+                return Err(ControlError::Stopping);
             }
+            *state = RunState::Paused;
         }
         let deadline = Instant::now() + PAUSE_TIMEOUT;
-        while self.parked.load(Ordering::SeqCst) < self.total {
+        while self.stopped() < self.total {
             if Instant::now() >= deadline {
+                let parked = self.stopped();
+                let mut state = self.lock_state();
+                if *state == RunState::Paused {
+                    *state = RunState::Running;
+                    self.changed.notify_all();
+                }
                 return Err(ControlError::PauseTimeout {
-                    parked: self.parked.load(Ordering::SeqCst),
+                    parked,
                     total: self.total,
                 });
             }
@@ -161,9 +205,10 @@ impl VcpuControl {
             .unwrap_or_else(|p| p.into_inner())
             .iter()
         {
-            // SAFETY: `thread` is a vCPU thread of this process, which never
-            // exits before the process does (vCPU threads are not joined), so
-            // the handle stays valid; the signal's handler does nothing.
+            // SAFETY: `thread` is a live vCPU thread of this process: it is
+            // in the list only between registering itself and its
+            // registration's drop, and we hold the list's lock, so it cannot
+            // leave meanwhile. The signal's handler does nothing.
             unsafe { libc::pthread_kill(thread, kick_signal()) };
         }
     }
@@ -181,6 +226,7 @@ mod tests {
             .map(|_| {
                 let control = Arc::clone(control);
                 std::thread::spawn(move || {
+                    let _registered = control.register_current_thread();
                     while control.checkpoint() {
                         std::thread::sleep(Duration::from_micros(200));
                     }
@@ -209,9 +255,37 @@ mod tests {
     }
 
     #[test]
-    fn pause_times_out_when_a_vcpu_never_checks_in() {
+    fn pause_times_out_when_a_vcpu_never_checks_in_and_the_vm_runs_on() {
         let control = VcpuControl::new(1);
         let err = control.pause().unwrap_err();
         assert_eq!(err.to_string(), "0 of 1 vCPUs stopped within 2s");
+        assert_eq!(control.state(), RunState::Running);
+        // A second pause does not claim success either.
+        assert!(control.pause().is_err());
+    }
+
+    #[test]
+    fn a_vcpu_that_left_counts_as_stopped_and_is_not_kicked() {
+        install_kick_handler().unwrap();
+        let control = Arc::new(VcpuControl::new(2));
+        let gone = {
+            let control = Arc::clone(&control);
+            std::thread::spawn(move || drop(control.register_current_thread()))
+        };
+        gone.join().unwrap();
+        assert_eq!(control.threads.lock().unwrap().len(), 0);
+        // One vCPU left, one still running: pause waits only for the other.
+        let runner = {
+            let control = Arc::clone(&control);
+            std::thread::spawn(move || {
+                let _registered = control.register_current_thread();
+                while control.checkpoint() {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            })
+        };
+        control.pause().unwrap();
+        control.stop();
+        runner.join().unwrap();
     }
 }

@@ -1,6 +1,5 @@
 //! The VM: KVM objects, guest memory, devices and vCPU threads.
 
-use std::os::unix::thread::JoinHandleExt;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{mpsc, Arc, Mutex};
@@ -87,6 +86,17 @@ pub struct Vm {
     api_sock: Option<PathBuf>,
     /// The vsock device's socket, removed when the VM stops.
     vsock_uds: Option<PathBuf>,
+}
+
+/// A socket file removed when this goes out of scope.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Err(error) = std::fs::remove_file(&self.0) {
+            warn!(path = %self.0.display(), %error, "cannot remove a socket file");
+        }
+    }
 }
 
 /// The thread-less half of the device event loop, until [`Vm::run`].
@@ -258,6 +268,9 @@ impl Vm {
 
     /// Runs every vCPU in its own thread until the VM stops.
     pub fn run(mut self) -> Result<VmExit, VmError> {
+        // The device event loop never ends, so the vsock device's own Drop
+        // never runs: remove its socket file on every way out of here.
+        let _vsock_file = self.vsock_uds.take().map(RemoveOnDrop);
         if let Some(mut events) = self.events.take() {
             thread::Builder::new()
                 .name("vmm-events".into())
@@ -276,11 +289,10 @@ impl Vm {
         for vcpu in std::mem::take(&mut self.vcpus) {
             let (bus, halted, tx) = (self.bus.clone(), halted.clone(), tx.clone());
             let vcpu_control = Arc::clone(&control);
-            let handle = thread::Builder::new()
+            thread::Builder::new()
                 .name("vcpu".into())
                 .spawn(move || vcpu.run(bus, vcpu_control, halted, count, tx))
                 .map_err(VmError::SpawnVcpu)?;
-            control.register_thread(handle.as_pthread_t());
         }
         drop(tx);
         let api = match &self.api_sock {
@@ -297,13 +309,7 @@ impl Vm {
             "VM stopped"
         );
         drop(api); // removes the socket file
-        if let Some(uds) = &self.vsock_uds {
-            // The device's event loop never ends, so its Drop never runs.
-            if let Err(error) = std::fs::remove_file(uds) {
-                warn!(%error, "cannot remove the vsock socket");
-            }
-        }
-        // vCPU threads may still be inside KVM_RUN; the process exit ends them.
+                   // vCPU threads may still be inside KVM_RUN; the process exit ends them.
         std::mem::forget(self._vm);
         std::mem::forget(self._memory);
         Ok(exit)

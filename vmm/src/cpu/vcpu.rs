@@ -129,6 +129,8 @@ impl Vcpu {
         exit: Sender<VmExit>,
     ) {
         let id = self.id;
+        // Kicks reach this thread only while it is registered.
+        let _registered = control.register_current_thread();
         let reason = loop {
             if !control.checkpoint() {
                 break VmExit::Stopped;

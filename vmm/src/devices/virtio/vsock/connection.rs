@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use event_manager::EventSet;
 
+use super::muxer::{CLOSE_TIMEOUT, HALF_CLOSED_TIMEOUT};
 use super::packet::{shutdown, Header};
 
 /// The receive buffer the device advertises for each connection: guest bytes
@@ -23,6 +24,9 @@ pub enum State {
     LocalInit { deadline: Instant },
     /// Both sides may move data.
     Established,
+    /// The guest shut down both directions while its bytes still wait for
+    /// the host stream: they are flushed, then the guest gets its RST.
+    Closing,
 }
 
 /// What reading the host stream gave.
@@ -69,6 +73,9 @@ pub struct Connection {
     pub credit_update_wanted: bool,
     /// A CREDIT_REQUEST went out and the guest has not answered.
     pub credit_requested: bool,
+    /// When a connection that is winding down (host end of file, or
+    /// [`State::Closing`]) is reset for want of progress.
+    pub idle_deadline: Option<Instant>,
 }
 
 impl Connection {
@@ -89,14 +96,20 @@ impl Connection {
             write_shut: false,
             credit_update_wanted: false,
             credit_requested: false,
+            idle_deadline: None,
         }
     }
 
-    /// Records the credit a packet from the guest carries.
+    /// Records the credit a packet from the guest carries. An outstanding
+    /// CREDIT_REQUEST counts as answered only once the guest gives credit:
+    /// otherwise every packet would let another one go out, and the two
+    /// sides would ping-pong while the guest application does not read.
     pub fn update_peer_credit(&mut self, hdr: &Header) {
         self.peer_buf_alloc = hdr.buf_alloc;
         self.peer_fwd_cnt = Wrapping(hdr.fwd_cnt);
-        self.credit_requested = false;
+        if self.peer_credit() > 0 {
+            self.credit_requested = false;
+        }
     }
 
     /// Payload bytes the guest can still take.
@@ -205,6 +218,31 @@ impl Connection {
     /// Guest payload bytes not yet written to the host stream.
     pub fn pending_out(&self) -> usize {
         self.out.len() - self.out_uncounted
+    }
+
+    /// Nothing at all waits for the host stream.
+    pub fn is_flushed(&self) -> bool {
+        self.out.is_empty()
+    }
+
+    /// Bytes (ours and the guest's) waiting for the host stream; a flush
+    /// that lowers it made progress.
+    pub fn queued(&self) -> usize {
+        self.out.len()
+    }
+
+    /// The connection moved data at `now`: restarts the idle timeout of a
+    /// connection that is winding down. After host end of file it runs only
+    /// while nothing waits for the host stream (a half-closed stream the
+    /// guest still writes to, and the host reads, is doing useful work).
+    pub fn note_progress(&mut self, now: Instant) {
+        self.idle_deadline = match self.state {
+            State::Closing => Some(now + CLOSE_TIMEOUT),
+            State::Established if self.host_eof && self.is_flushed() => {
+                Some(now + HALF_CLOSED_TIMEOUT)
+            }
+            _ => None,
+        };
     }
 
     /// What the event loop should watch the host stream for.

@@ -25,7 +25,11 @@
 //! - **host stream readable / writable**: data for the guest, or room for
 //!   the guest's buffered data. Watching follows what can progress, so a
 //!   level-triggered fd never spins.
-//! - **timer**: a host `CONNECT` line or a guest answer is overdue.
+//! - **timer**: a host `CONNECT` line or a guest answer is overdue, or a
+//!   winding-down connection made no progress: one the guest shut down
+//!   whose last bytes the host stream does not take
+//!   ([`muxer::CLOSE_TIMEOUT`]), or one whose host stream reached end of file
+//!   with no guest data moving ([`muxer::HALF_CLOSED_TIMEOUT`]).
 //!
 //! Flow control: every packet the device sends carries its `buf_alloc`
 //! ([`connection::BUF_ALLOC`]) and `fwd_cnt`; it never sends more payload

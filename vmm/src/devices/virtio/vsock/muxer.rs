@@ -3,8 +3,10 @@
 //! and the packets that move between them and the guest.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ffi::OsStr;
 use std::io::{ErrorKind, Read};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -21,6 +23,15 @@ pub const FIRST_LOCAL_PORT: u32 = 1 << 30;
 /// How long the guest has to answer a REQUEST, and a host client to send
 /// its `CONNECT` line.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a connection the guest shut down may take to hand its last
+/// bytes to a slow host stream (restarted whenever the host takes some).
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a connection whose host stream reached end of file stays open
+/// with no guest data moving towards the host: the guest should answer the
+/// SHUTDOWN(SEND) with its own shutdown or an RST, and is reset otherwise.
+/// Generous, because a guest server may read a request to end of file and
+/// then work on its reply; it only bounds leaked connections.
+pub const HALF_CLOSED_TIMEOUT: Duration = Duration::from_secs(30);
 /// The longest `CONNECT <port>\n` line.
 pub const MAX_CONNECT_LINE: usize = 32;
 /// Most connections (pending and proxied) at once.
@@ -55,7 +66,8 @@ pub struct VsockCounters {
     /// Guest connects to a host socket that failed, and host `CONNECT`s the
     /// guest refused.
     pub connect_failures: u64,
-    /// Host connects the guest did not answer in time.
+    /// Host connects the guest did not answer in time, and winding-down
+    /// connections ([`CLOSE_TIMEOUT`], [`HALF_CLOSED_TIMEOUT`]) reset idle.
     pub timeouts: u64,
     /// Host streams closed for a bad `CONNECT` line.
     pub bad_connect_lines: u64,
@@ -135,6 +147,12 @@ impl Muxer {
         self.conns.len()
     }
 
+    /// Bytes waiting for host streams, over all connections.
+    #[cfg(test)]
+    pub fn queued_to_host(&self) -> usize {
+        self.conns.values().map(Connection::queued).sum()
+    }
+
     pub fn ctrl_backlogged(&self) -> bool {
         self.ctrl.len() >= CTRL_BACKLOG
     }
@@ -200,11 +218,12 @@ impl Muxer {
         v
     }
 
-    /// The earliest deadline of a pending host client or connect.
+    /// The earliest deadline of a pending host client, a connect or a
+    /// winding-down connection.
     pub fn next_deadline(&self) -> Option<Instant> {
         let conns = self.conns.values().filter_map(|c| match c.state {
             State::LocalInit { deadline } => Some(deadline),
-            State::Established => None,
+            State::Established | State::Closing => c.idle_deadline,
         });
         let pending = self.pending.values().map(|p| p.deadline);
         conns.chain(pending).min()
@@ -236,6 +255,21 @@ impl Muxer {
                 self.reset(key);
             }
         }
+        let idle: Vec<Key> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.idle_deadline.is_some_and(|d| d <= now))
+            .map(|(&k, _)| k)
+            .collect();
+        for key in idle {
+            self.counters.timeouts += 1;
+            warn!(
+                host_port = key.0,
+                guest_port = key.1,
+                "virtio-vsock: a closing connection made no progress; reset"
+            );
+            self.reset(key);
+        }
         let late: Vec<RawFd> = self
             .pending
             .iter()
@@ -264,9 +298,19 @@ impl Muxer {
                 conn.host_readable = true;
             }
             if writable {
+                let queued = conn.queued();
                 if let Err(err) = conn.flush() {
                     self.counters.host_errors += 1;
                     warn!(%err, "virtio-vsock: host stream");
+                    self.reset(key);
+                    return;
+                }
+                if conn.queued() < queued {
+                    conn.note_progress(Instant::now());
+                }
+                if conn.state == State::Closing && conn.is_flushed() {
+                    // Everything reached the host (whose stream got its end
+                    // of file): the spec's RST ends the connection.
                     self.reset(key);
                 }
             }
@@ -380,11 +424,9 @@ impl Muxer {
         }
         let mut path = self.uds_path.clone().into_os_string();
         path.push(format!("_{}", key.0));
-        let stream = UnixStream::connect(&path).and_then(|s| {
-            s.set_nonblocking(true)?;
-            Ok(s)
-        });
-        match stream {
+        // Never blocks the event loop: a listener with a full backlog fails
+        // the connect (EAGAIN) instead of stalling it.
+        match connect_nonblocking(&path) {
             Ok(stream) => {
                 let mut conn = Connection::new(stream, State::Established);
                 conn.update_peer_credit(hdr);
@@ -445,6 +487,8 @@ impl Muxer {
                     }
                     warn!(%err, "virtio-vsock: reset a connection");
                     self.reset(key);
+                } else if conn.host_eof && !payload.is_empty() {
+                    conn.note_progress(Instant::now());
                 }
             }
             (State::Established, op::CREDIT_UPDATE) => {}
@@ -452,15 +496,29 @@ impl Muxer {
             (State::Established, op::SHUTDOWN) => {
                 conn.peer_shutdown |= hdr.flags & shutdown::BOTH;
                 if conn.peer_shutdown == shutdown::BOTH {
-                    // Last chance for buffered bytes; then the spec's RST.
-                    let _ = conn.flush();
-                    self.reset(key);
+                    // The spec's RST ends the connection, but only once the
+                    // guest's buffered bytes reached the host stream.
+                    match conn.flush() {
+                        Err(err) => {
+                            self.counters.host_errors += 1;
+                            warn!(%err, "virtio-vsock: host stream");
+                            self.reset(key);
+                        }
+                        Ok(()) if conn.is_flushed() => self.reset(key),
+                        Ok(()) => {
+                            conn.state = State::Closing;
+                            conn.note_progress(Instant::now());
+                        }
+                    }
                 } else if let Err(err) = conn.flush() {
                     self.counters.host_errors += 1;
                     warn!(%err, "virtio-vsock: host stream");
                     self.reset(key);
                 }
             }
+            // Nothing to do once the guest shut down both ways; data would
+            // break its promise and resets (below).
+            (State::Closing, op::CREDIT_UPDATE | op::CREDIT_REQUEST | op::SHUTDOWN) => {}
             (state, op) => {
                 warn!(?state, op, "virtio-vsock: unexpected packet; reset");
                 self.reset(key);
@@ -533,6 +591,7 @@ impl Muxer {
                 }
                 HostRead::Eof => {
                     conn.host_eof = true;
+                    conn.note_progress(Instant::now());
                     let mut hdr = header(cid, op::SHUTDOWN, key, 0, shutdown::SEND);
                     conn.stamp(&mut hdr);
                     return Some((hdr, Vec::new()));
@@ -572,6 +631,55 @@ fn header(guest_cid: u64, op: u16, key: Key, len: u32, flags: u32) -> Header {
         buf_alloc: 0,
         fwd_cnt: 0,
     }
+}
+
+/// Connects a non-blocking, close-on-exec unix stream to `path` without ever
+/// waiting: a listener whose backlog is full gives `EAGAIN`, a path too long
+/// for `sun_path` `InvalidInput`.
+pub(super) fn connect_nonblocking(path: &OsStr) -> std::io::Result<UnixStream> {
+    let bytes = path.as_bytes();
+    // SAFETY: `sockaddr_un` is plain old data, for which all zeroes is valid.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    // Room for the terminating NUL; an inner NUL would name another socket.
+    if bytes.len() >= addr.sun_path.len() || bytes.contains(&0) {
+        return Err(std::io::Error::new(
+            ErrorKind::InvalidInput,
+            "path does not fit a unix socket address",
+        ));
+    }
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (dst, &src) in addr.sun_path.iter_mut().zip(bytes) {
+        *dst = src as libc::c_char;
+    }
+    let len = std::mem::offset_of!(libc::sockaddr_un, sun_path) + bytes.len() + 1;
+    // SAFETY: socket(2) takes no pointers; the result is checked.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh socket that nothing else owns or closes.
+    let stream = unsafe { UnixStream::from_raw_fd(fd) };
+    // SAFETY: `addr` is a valid `sockaddr_un` that outlives the call, and
+    // `len` (at most its size) covers the family and the NUL-terminated path.
+    let rc = unsafe {
+        libc::connect(
+            stream.as_raw_fd(),
+            std::ptr::addr_of!(addr).cast::<libc::sockaddr>(),
+            len as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        // EAGAIN (backlog full), EINPROGRESS, EINTR or a real failure: the
+        // guest gets an RST either way; the stream closes on drop.
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(stream)
 }
 
 /// The port of a `CONNECT <port>` line (without its newline).

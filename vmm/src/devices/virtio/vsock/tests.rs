@@ -4,6 +4,7 @@
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -11,7 +12,9 @@ use std::time::{Duration, Instant};
 use vm_memory::{Bytes, GuestAddress};
 
 use super::connection::BUF_ALLOC;
-use super::muxer::{CONNECT_TIMEOUT, FIRST_LOCAL_PORT};
+use super::muxer::{
+    connect_nonblocking, CLOSE_TIMEOUT, CONNECT_TIMEOUT, FIRST_LOCAL_PORT, HALF_CLOSED_TIMEOUT,
+};
 use super::packet::{op, shutdown, Header, HDR_SIZE, HOST_CID, TYPE_STREAM};
 use super::*;
 use crate::devices::virtio::test_utils::{temp_uds_path, VsockQueues};
@@ -35,8 +38,11 @@ struct Harness {
 
 impl Harness {
     fn new() -> Self {
+        Self::with_path(temp_uds_path("vsock-test"))
+    }
+
+    fn with_path(path: PathBuf) -> Self {
         let q = VsockQueues::new(256);
-        let path = temp_uds_path("vsock-test");
         let mut dev = Vsock::new(CID, &path).unwrap();
         dev.activate(q.activation()).unwrap();
         Self {
@@ -532,4 +538,242 @@ fn fuzz_driver_takes_a_valid_packet() {
     data.extend_from_slice(&hdr.to_bytes());
     data.extend_from_slice(b"abc");
     crate::devices::virtio::test_utils::fuzz_vsock_tx(&data);
+}
+
+#[test]
+fn guest_connect_to_a_full_backlog_gets_rst_without_blocking() {
+    let mut h = Harness::new();
+    let mut listen_path = h.path.clone().into_os_string();
+    listen_path.push("_60");
+    let listener = UnixListener::bind(&listen_path).unwrap();
+    // SAFETY: listen(2) on a socket the listener owns; listening again only
+    // changes the backlog.
+    assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), 0) }, 0);
+    let mut queued = Vec::new();
+    loop {
+        match connect_nonblocking(&listen_path) {
+            Ok(s) => queued.push(s),
+            Err(e) => {
+                assert_eq!(e.raw_os_error(), Some(libc::EAGAIN), "{e}");
+                break;
+            }
+        }
+        assert!(queued.len() < 64, "the backlog never filled");
+    }
+    h.post_rx(4);
+
+    // A blocking connect would hang here for good.
+    let start = Instant::now();
+    h.send(guest_hdr(op::REQUEST, 5000, 60), &[]);
+    assert!(start.elapsed() < Duration::from_secs(1));
+    let pkts = h.received();
+    assert_eq!(pkts.len(), 1);
+    assert_eq!(
+        (pkts[0].0.op, pkts[0].0.src_port, pkts[0].0.dst_port),
+        (op::RST, 60, 5000)
+    );
+    assert_eq!(h.dev.counters().connect_failures, 1);
+    assert_eq!(h.dev.connection_count(), 0);
+
+    // Once the server accepts, the backlog has room and connects succeed.
+    listener.set_nonblocking(true).unwrap();
+    while listener.accept().is_ok() {}
+    h.send(guest_hdr(op::REQUEST, 5001, 60), &[]);
+    let pkts = h.received();
+    assert_eq!(pkts.len(), 1);
+    assert_eq!(pkts[0].0.op, op::RESPONSE);
+    assert!(listener.accept().is_ok());
+    drop(queued);
+    let _ = std::fs::remove_file(&listen_path);
+}
+
+#[test]
+fn guest_connect_to_a_path_too_long_for_a_socket_gets_rst() {
+    let dir = std::env::temp_dir();
+    let prefix = format!("vessel-vsock-long-{}-", std::process::id());
+    // The device's own socket fits `sun_path` (107 bytes and a NUL);
+    // `<path>_4000000000` does not.
+    let Some(pad) = 100usize.checked_sub(dir.as_os_str().len() + 1 + prefix.len()) else {
+        eprintln!("skipped: the temporary directory's path is too long");
+        return;
+    };
+    let mut h = Harness::with_path(dir.join(format!("{prefix}{}", "x".repeat(pad))));
+    h.post_rx(4);
+    h.send(guest_hdr(op::REQUEST, 5000, 4_000_000_000), &[]);
+    let pkts = h.received();
+    assert_eq!(pkts.len(), 1);
+    assert_eq!(
+        (pkts[0].0.op, pkts[0].0.src_port, pkts[0].0.dst_port),
+        (op::RST, 4_000_000_000, 5000)
+    );
+    assert_eq!(h.dev.counters().connect_failures, 1);
+    assert_eq!(h.dev.connection_count(), 0);
+}
+
+#[test]
+fn a_credit_update_granting_nothing_does_not_repeat_the_credit_request() {
+    let mut h = Harness::new();
+    let (mut client, port) = established(&mut h);
+    client.write_all(&[7u8; 10_000]).unwrap();
+    h.post_rx(32);
+    h.poll();
+    let pkts = h.received();
+    assert_eq!(pkts.last().unwrap().0.op, op::CREDIT_REQUEST);
+
+    // The guest application does not read: answers grant nothing, and must
+    // not start a CREDIT_REQUEST / CREDIT_UPDATE ping-pong.
+    for _ in 0..3 {
+        h.send(guest_hdr(op::CREDIT_UPDATE, 1024, port), &[]);
+        h.poll();
+        assert!(h.received().is_empty());
+    }
+
+    // Credit at last: data flows, and one new request follows it.
+    h.send(
+        Header {
+            fwd_cnt: 4096,
+            ..guest_hdr(op::CREDIT_UPDATE, 1024, port)
+        },
+        &[],
+    );
+    h.poll();
+    let pkts = h.received();
+    let sent: usize = pkts.iter().map(|(_, d)| d.len()).sum();
+    assert_eq!(sent, 4096);
+    assert_eq!(
+        pkts.iter()
+            .filter(|(p, _)| p.op == op::CREDIT_REQUEST)
+            .count(),
+        1
+    );
+}
+
+/// The guest writes until the host stream (whose client does not read yet)
+/// leaves bytes in the device's buffer; returns everything written.
+fn fill_host_stream(h: &mut Harness, port: u32) -> Vec<u8> {
+    let mut sent = Vec::new();
+    for i in 0..16u8 {
+        let chunk = vec![i; 64 * 1024];
+        h.send(guest_hdr(op::RW, 1024, port), &chunk);
+        sent.extend_from_slice(&chunk);
+        if h.dev.muxer.queued_to_host() > 0 {
+            // Only CREDIT_UPDATEs for what was forwarded came back.
+            assert!(h.received().iter().all(|(p, _)| p.op == op::CREDIT_UPDATE));
+            return sent;
+        }
+    }
+    panic!("the host stream took everything");
+}
+
+#[test]
+fn a_full_guest_shutdown_delivers_buffered_bytes_before_the_rst() {
+    let mut h = Harness::new();
+    let (mut client, port) = established(&mut h);
+    h.post_rx(4);
+    let sent = fill_host_stream(&mut h, port);
+    h.send(
+        Header {
+            flags: shutdown::BOTH,
+            ..guest_hdr(op::SHUTDOWN, 1024, port)
+        },
+        &[],
+    );
+    h.poll();
+    assert!(h.received().is_empty(), "no RST while bytes wait");
+    assert_eq!(h.dev.connection_count(), 1);
+    assert!(h.dev.muxer.next_deadline().is_some());
+    // Data after the shutdown is not taken; a credit update is harmless.
+    h.send(guest_hdr(op::CREDIT_UPDATE, 1024, port), &[]);
+    assert_eq!(h.dev.connection_count(), 1);
+
+    client.set_nonblocking(true).unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut eof = false;
+    for _ in 0..100_000 {
+        match client.read(&mut buf) {
+            Ok(0) => {
+                eof = true;
+                break;
+            }
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => h.poll(),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(eof, "the host stream gets its end of file");
+    assert_eq!(got.len(), sent.len());
+    assert!(got == sent, "every byte, in order");
+    h.poll();
+    let pkts = h.received();
+    assert_eq!(pkts.len(), 1);
+    assert_eq!(pkts[0].0.op, op::RST);
+    assert_eq!(h.dev.connection_count(), 0);
+    assert!(h.dev.muxer.next_deadline().is_none());
+}
+
+#[test]
+fn a_closing_connection_the_host_does_not_drain_is_reset_after_a_while() {
+    let mut h = Harness::new();
+    let (mut client, port) = established(&mut h);
+    h.post_rx(4);
+    fill_host_stream(&mut h, port);
+    h.send(
+        Header {
+            flags: shutdown::BOTH,
+            ..guest_hdr(op::SHUTDOWN, 1024, port)
+        },
+        &[],
+    );
+    h.poll();
+    h.dev.muxer.expire(Instant::now() + CLOSE_TIMEOUT / 2);
+    assert_eq!(h.dev.connection_count(), 1);
+    h.dev.muxer.expire(Instant::now() + CLOSE_TIMEOUT * 2);
+    h.poll();
+    let pkts = h.received();
+    assert_eq!(pkts.len(), 1);
+    assert_eq!(pkts[0].0.op, op::RST);
+    assert_eq!(h.dev.connection_count(), 0);
+    assert_eq!(h.dev.counters().timeouts, 1);
+    drop(read_available(&mut client));
+    assert!(is_closed(&mut client));
+}
+
+#[test]
+fn a_half_closed_connection_the_guest_leaves_idle_is_reset() {
+    let mut h = Harness::new();
+    let (mut client, port) = established(&mut h);
+    assert!(h.dev.muxer.next_deadline().is_none());
+    client.shutdown(std::net::Shutdown::Write).unwrap();
+    h.poll();
+    let pkts = h.received();
+    assert_eq!(pkts.len(), 1);
+    assert_eq!(
+        (pkts[0].0.op, pkts[0].0.flags),
+        (op::SHUTDOWN, shutdown::SEND)
+    );
+    let first = h
+        .dev
+        .muxer
+        .next_deadline()
+        .expect("a deadline after host EOF");
+
+    // The guest still sends what the host takes: the timeout restarts.
+    std::thread::sleep(Duration::from_millis(5));
+    h.send(guest_hdr(op::RW, 1024, port), b"late reply");
+    assert_eq!(read_available(&mut client), b"late reply");
+    let second = h.dev.muxer.next_deadline().unwrap();
+    assert!(second > first);
+    h.dev.muxer.expire(Instant::now() + HALF_CLOSED_TIMEOUT / 2);
+    assert_eq!(h.dev.connection_count(), 1);
+
+    // Then nothing: the connection does not linger.
+    h.dev.muxer.expire(Instant::now() + HALF_CLOSED_TIMEOUT * 2);
+    h.poll();
+    let pkts = h.received();
+    assert_eq!(pkts.len(), 1);
+    assert_eq!(pkts[0].0.op, op::RST);
+    assert_eq!(h.dev.connection_count(), 0);
+    assert_eq!(h.dev.counters().timeouts, 1);
+    assert!(is_closed(&mut client));
 }

@@ -39,12 +39,14 @@
 //! the device panic or buffer more than its advertised credit.
 
 pub mod connection;
+pub mod counters;
 pub mod device;
 pub mod event_handler;
 pub mod muxer;
 pub mod packet;
 #[cfg(test)]
 mod tests;
+mod unix;
 
 pub use device::{Vsock, VsockError};
 pub use muxer::VsockCounters;

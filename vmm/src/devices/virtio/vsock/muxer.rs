@@ -3,10 +3,8 @@
 //! and the packets that move between them and the guest.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::ffi::OsStr;
 use std::io::{ErrorKind, Read};
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -16,7 +14,9 @@ use event_manager::EventSet;
 use tracing::{debug, warn};
 
 use super::connection::{ConnError, Connection, HostRead, State};
+pub use super::counters::VsockCounters;
 use super::packet::{op, shutdown, Header, HOST_CID, MAX_PAYLOAD, TYPE_STREAM};
+use super::unix::{connect_nonblocking, parse_connect};
 
 /// First host port given to host-initiated connections.
 pub const FIRST_LOCAL_PORT: u32 = 1 << 30;
@@ -41,43 +41,6 @@ pub const MAX_CONNECTIONS: usize = 1024;
 pub const CTRL_BACKLOG: usize = 256;
 /// Control packets are dropped (and counted) above this.
 const CTRL_LIMIT: usize = 4 * MAX_CONNECTIONS;
-
-/// What the device has done, for logs and tests.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct VsockCounters {
-    /// Transmit chains taken from the guest.
-    pub tx_chains: u64,
-    /// Valid packets among them.
-    pub tx_packets: u64,
-    /// Guest payload bytes accepted.
-    pub tx_bytes: u64,
-    /// Transmit chains rejected (bad header, descriptors or memory).
-    pub bad_packets: u64,
-    /// Packets put in receive buffers.
-    pub rx_packets: u64,
-    /// Payload bytes sent to the guest.
-    pub rx_bytes: u64,
-    /// Receive chains returned empty: read-only, outside memory or too small.
-    pub bad_rx_buffers: u64,
-    /// RST packets queued for the guest.
-    pub rst_sent: u64,
-    /// Connections established, either way.
-    pub connections: u64,
-    /// Guest connects to a host socket that failed, and host `CONNECT`s the
-    /// guest refused.
-    pub connect_failures: u64,
-    /// Host connects the guest did not answer in time, and winding-down
-    /// connections ([`CLOSE_TIMEOUT`], [`HALF_CLOSED_TIMEOUT`]) reset idle.
-    pub timeouts: u64,
-    /// Host streams closed for a bad `CONNECT` line.
-    pub bad_connect_lines: u64,
-    /// Errors reading or writing host streams.
-    pub host_errors: u64,
-    /// Control packets dropped because too many were waiting.
-    pub dropped_ctrl: u64,
-    /// Failures of the event loop, the queues or the interrupt.
-    pub event_failures: u64,
-}
 
 /// A host client that has not finished its `CONNECT` line.
 struct PendingHost {
@@ -630,80 +593,5 @@ fn header(guest_cid: u64, op: u16, key: Key, len: u32, flags: u32) -> Header {
         flags,
         buf_alloc: 0,
         fwd_cnt: 0,
-    }
-}
-
-/// Connects a non-blocking, close-on-exec unix stream to `path` without ever
-/// waiting: a listener whose backlog is full gives `EAGAIN`, a path too long
-/// for `sun_path` `InvalidInput`.
-pub(super) fn connect_nonblocking(path: &OsStr) -> std::io::Result<UnixStream> {
-    let bytes = path.as_bytes();
-    // SAFETY: `sockaddr_un` is plain old data, for which all zeroes is valid.
-    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    // Room for the terminating NUL; an inner NUL would name another socket.
-    if bytes.len() >= addr.sun_path.len() || bytes.contains(&0) {
-        return Err(std::io::Error::new(
-            ErrorKind::InvalidInput,
-            "path does not fit a unix socket address",
-        ));
-    }
-    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    for (dst, &src) in addr.sun_path.iter_mut().zip(bytes) {
-        *dst = src as libc::c_char;
-    }
-    let len = std::mem::offset_of!(libc::sockaddr_un, sun_path) + bytes.len() + 1;
-    // SAFETY: socket(2) takes no pointers; the result is checked.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_UNIX,
-            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            0,
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: `fd` is a fresh socket that nothing else owns or closes.
-    let stream = unsafe { UnixStream::from_raw_fd(fd) };
-    // SAFETY: `addr` is a valid `sockaddr_un` that outlives the call, and
-    // `len` (at most its size) covers the family and the NUL-terminated path.
-    let rc = unsafe {
-        libc::connect(
-            stream.as_raw_fd(),
-            std::ptr::addr_of!(addr).cast::<libc::sockaddr>(),
-            len as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        // EAGAIN (backlog full), EINPROGRESS, EINTR or a real failure: the
-        // guest gets an RST either way; the stream closes on drop.
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(stream)
-}
-
-/// The port of a `CONNECT <port>` line (without its newline).
-fn parse_connect(line: &[u8]) -> Option<u32> {
-    let line = std::str::from_utf8(line).ok()?;
-    let port = line.strip_prefix("CONNECT ")?.trim_end_matches('\r');
-    if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    port.parse().ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn connect_lines() {
-        assert_eq!(parse_connect(b"CONNECT 52"), Some(52));
-        assert_eq!(parse_connect(b"CONNECT 4294967295"), Some(u32::MAX));
-        assert_eq!(parse_connect(b"CONNECT 4294967296"), None);
-        assert_eq!(parse_connect(b"CONNECT +5"), None);
-        assert_eq!(parse_connect(b"CONNECT "), None);
-        assert_eq!(parse_connect(b"connect 5"), None);
-        assert_eq!(parse_connect(b"\xff"), None);
     }
 }

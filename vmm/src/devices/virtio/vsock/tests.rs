@@ -12,10 +12,9 @@ use std::time::{Duration, Instant};
 use vm_memory::{Bytes, GuestAddress};
 
 use super::connection::BUF_ALLOC;
-use super::muxer::{
-    connect_nonblocking, CLOSE_TIMEOUT, CONNECT_TIMEOUT, FIRST_LOCAL_PORT, HALF_CLOSED_TIMEOUT,
-};
+use super::muxer::{CLOSE_TIMEOUT, CONNECT_TIMEOUT, FIRST_LOCAL_PORT, HALF_CLOSED_TIMEOUT};
 use super::packet::{op, shutdown, Header, HDR_SIZE, HOST_CID, TYPE_STREAM};
+use super::unix::connect_nonblocking;
 use super::*;
 use crate::devices::virtio::test_utils::{temp_uds_path, VsockQueues};
 use crate::devices::virtio::{interrupt, VirtioDevice};

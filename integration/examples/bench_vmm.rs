@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use vessel_integration::report::START_MARKER;
-use vessel_integration::{guest_kernel, test_initramfs, GuestSpec, Runner};
+use vessel_integration::{guest_kernel, positive_flag, test_initramfs, GuestSpec, Runner};
 use vessel_vmm::profile::HostProfile;
 
 /// Longest a VMM may take from spawn to exit.
@@ -69,7 +69,7 @@ fn mib(kib: u64) -> f64 {
 }
 
 fn main() -> Result<()> {
-    let rounds = parse_rounds()?;
+    let rounds = positive_flag("--rounds", 3, "bench_vmm [--rounds N]")? as usize;
     let profile = HostProfile::detect()?;
     eprintln!("bench_vmm: building (or reusing) the guest kernel and initramfs");
     let mut spec = GuestSpec::new(guest_kernel()?, test_initramfs()?);
@@ -148,25 +148,6 @@ fn main() -> Result<()> {
         failed.join("; ")
     );
     Ok(())
-}
-
-fn parse_rounds() -> Result<usize> {
-    let mut rounds = 3;
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--rounds" => {
-                let value = args.next().context("--rounds: missing value")?;
-                rounds = value
-                    .parse()
-                    .ok()
-                    .filter(|&n| n > 0)
-                    .with_context(|| format!("--rounds: {value:?} is not a positive number"))?;
-            }
-            other => bail!("unknown option {other}; usage: bench_vmm [--rounds N]"),
-        }
-    }
-    Ok(rounds)
 }
 
 /// The median; the mean of the middle two for an even count.

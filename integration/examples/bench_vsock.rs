@@ -15,12 +15,12 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use vessel_integration::{guest_kernel, test_initramfs, GuestSpec, Runner};
+use vessel_integration::{guest_kernel, positive_flag, test_initramfs, GuestSpec, Runner};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 
 fn main() -> Result<()> {
-    let mib = parse_mib()?;
+    let mib = positive_flag("--mib", 4, "bench_vsock [--mib N]")?;
     let dir = tempfile::tempdir()?;
     let uds = dir.path().join("vsock.sock");
     let mut spec = GuestSpec::new(guest_kernel()?, test_initramfs()?);
@@ -90,23 +90,4 @@ fn main() -> Result<()> {
         out.status
     );
     Ok(())
-}
-
-fn parse_mib() -> Result<u64> {
-    let mut args = std::env::args().skip(1);
-    let mut mib = 4;
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--mib" => {
-                let v = args.next().context("--mib needs a value")?;
-                mib = v
-                    .parse()
-                    .ok()
-                    .filter(|&n| n > 0)
-                    .with_context(|| format!("--mib: {v:?}"))?;
-            }
-            other => bail!("unknown option {other}; usage: bench_vsock [--mib N]"),
-        }
-    }
-    Ok(mib)
 }

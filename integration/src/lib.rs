@@ -14,3 +14,25 @@ pub use build::{
 };
 pub use guest::{GuestOutput, GuestSpec, Runner, RunningGuest};
 pub use report::Report;
+
+/// The value of the one optional `flag N` (a positive number) an example
+/// takes, or `default`; anything else on the command line is an error.
+pub fn positive_flag(flag: &str, default: u64, usage: &str) -> anyhow::Result<u64> {
+    use anyhow::{bail, Context};
+    let mut value = default;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        if arg != flag {
+            bail!("unknown option {arg}; usage: {usage}");
+        }
+        let text = args
+            .next()
+            .with_context(|| format!("{flag}: missing value"))?;
+        value = text
+            .parse()
+            .ok()
+            .filter(|&n| n > 0)
+            .with_context(|| format!("{flag}: {text:?} is not a positive number"))?;
+    }
+    Ok(value)
+}

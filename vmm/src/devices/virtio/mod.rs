@@ -66,6 +66,20 @@ pub struct Activation {
     pub irq: Arc<IrqTrigger>,
 }
 
+impl Activation {
+    /// Checks that the driver set up exactly `expected` queues, each with
+    /// its queue event.
+    pub fn check_queue_count(&self, expected: usize) -> Result<(), ActivateError> {
+        if self.queues.len() != expected || self.queue_evts.len() != expected {
+            return Err(ActivateError::QueueCount {
+                expected,
+                got: self.queues.len(),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// A virtio device model that plugs into the MMIO transport.
 pub trait VirtioDevice: Send {
     /// The virtio device id (see [`device_type`]).

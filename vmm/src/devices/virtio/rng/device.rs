@@ -202,18 +202,13 @@ impl VirtioDevice for Rng {
         if self.active.is_some() {
             return Err(ActivateError::AlreadyActive);
         }
+        activation.check_queue_count(1)?;
         let Activation {
             mem,
             mut queues,
             mut queue_evts,
             irq,
         } = activation;
-        if queues.len() != 1 || queue_evts.len() != 1 {
-            return Err(ActivateError::QueueCount {
-                expected: 1,
-                got: queues.len(),
-            });
-        }
         let (Some(queue), Some(queue_evt)) = (queues.pop(), queue_evts.pop()) else {
             return Err(ActivateError::QueueCount {
                 expected: 1,

@@ -331,18 +331,13 @@ impl VirtioDevice for Vsock {
         if self.active.is_some() {
             return Err(ActivateError::AlreadyActive);
         }
+        activation.check_queue_count(NUM_QUEUES)?;
         let Activation {
             mem,
             queues,
             queue_evts,
             irq,
         } = activation;
-        if queues.len() != NUM_QUEUES || queue_evts.len() != NUM_QUEUES {
-            return Err(ActivateError::QueueCount {
-                expected: NUM_QUEUES,
-                got: queues.len(),
-            });
-        }
         self.active = Some(Active {
             mem,
             queues,

@@ -165,6 +165,17 @@ fn read_available(s: &mut UnixStream) -> Vec<u8> {
     out
 }
 
+/// After an `expire` past a deadline: exactly one RST reached the guest,
+/// the connection is gone, and it was counted as a timeout.
+fn assert_timed_out_with_rst(h: &mut Harness) {
+    h.poll();
+    let pkts = h.received();
+    assert_eq!(pkts.len(), 1);
+    assert_eq!(pkts[0].0.op, op::RST);
+    assert_eq!(h.dev.connection_count(), 0);
+    assert_eq!(h.dev.counters().timeouts, 1);
+}
+
 fn is_closed(s: &mut UnixStream) -> bool {
     s.set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
@@ -728,12 +739,7 @@ fn a_closing_connection_the_host_does_not_drain_is_reset_after_a_while() {
     h.dev.muxer.expire(Instant::now() + CLOSE_TIMEOUT / 2);
     assert_eq!(h.dev.connection_count(), 1);
     h.dev.muxer.expire(Instant::now() + CLOSE_TIMEOUT * 2);
-    h.poll();
-    let pkts = h.received();
-    assert_eq!(pkts.len(), 1);
-    assert_eq!(pkts[0].0.op, op::RST);
-    assert_eq!(h.dev.connection_count(), 0);
-    assert_eq!(h.dev.counters().timeouts, 1);
+    assert_timed_out_with_rst(&mut h);
     drop(read_available(&mut client));
     assert!(is_closed(&mut client));
 }
@@ -768,11 +774,6 @@ fn a_half_closed_connection_the_guest_leaves_idle_is_reset() {
 
     // Then nothing: the connection does not linger.
     h.dev.muxer.expire(Instant::now() + HALF_CLOSED_TIMEOUT * 2);
-    h.poll();
-    let pkts = h.received();
-    assert_eq!(pkts.len(), 1);
-    assert_eq!(pkts[0].0.op, op::RST);
-    assert_eq!(h.dev.connection_count(), 0);
-    assert_eq!(h.dev.counters().timeouts, 1);
+    assert_timed_out_with_rst(&mut h);
     assert!(is_closed(&mut client));
 }

@@ -7,6 +7,7 @@
 //! without touching the machine (no mounts, no clock or hostname changes, no
 //! reboot), for tests on a host.
 
+mod container;
 mod error;
 #[cfg(test)]
 mod fake;

@@ -31,10 +31,12 @@ fuzz: deps
 	done
 
 # vessel-vmm against qemu-system-x86_64 -M microvm, side by side, then vsock
-# throughput host <-> guest (see README).
+# throughput host <-> guest, then a container's start in the guest against
+# runc on the host and a stdin stream through a container (see README).
 bench: deps kernel
 	$(CARGO) run --quiet --release -p vessel-integration --example bench_vmm
 	$(CARGO) run --quiet --release -p vessel-integration --example bench_vsock
+	$(CARGO) run --quiet --release -p vessel-integration --example bench_container
 
 # The guest agent, static, packed as /init; prints the initramfs path
 # (the same build and cache the integration harness uses).

@@ -2,18 +2,24 @@
 
 use std::io;
 
+use crate::container::cgroup::CgroupError;
+use crate::container::error::ContainerError;
+
 /// Why an agent operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     /// The request is malformed.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
-    /// The RPC exists in the API but not in this agent yet.
-    #[error("{call} is not implemented yet")]
-    Unimplemented {
+    /// The RPC needs the guest; this agent serves on a host (`--listen`).
+    #[error("{call} runs only in the guest: this agent serves on a host")]
+    HostMode {
         /// The RPC, e.g. `CreateContainer`.
         call: &'static str,
     },
+    /// A container call failed.
+    #[error(transparent)]
+    Container(#[from] ContainerError),
     /// A system call failed.
     #[error("{what} failed")]
     Sys {
@@ -35,13 +41,9 @@ impl AgentError {
     pub fn code(&self) -> ttrpc::Code {
         match self {
             AgentError::InvalidArgument(_) => ttrpc::Code::INVALID_ARGUMENT,
-            AgentError::Unimplemented { .. } => ttrpc::Code::UNIMPLEMENTED,
-            AgentError::Sys { source, .. } => match source.kind() {
-                io::ErrorKind::PermissionDenied => ttrpc::Code::PERMISSION_DENIED,
-                io::ErrorKind::InvalidInput => ttrpc::Code::INVALID_ARGUMENT,
-                io::ErrorKind::NotFound => ttrpc::Code::NOT_FOUND,
-                _ => ttrpc::Code::INTERNAL,
-            },
+            AgentError::HostMode { .. } => ttrpc::Code::UNIMPLEMENTED,
+            AgentError::Sys { source, .. } => io_code(source),
+            AgentError::Container(e) => container_code(e),
         }
     }
 
@@ -58,6 +60,53 @@ impl AgentError {
     }
 }
 
+fn io_code(e: &io::Error) -> ttrpc::Code {
+    kind_code(e.kind())
+}
+
+fn kind_code(kind: io::ErrorKind) -> ttrpc::Code {
+    match kind {
+        io::ErrorKind::PermissionDenied => ttrpc::Code::PERMISSION_DENIED,
+        io::ErrorKind::InvalidInput => ttrpc::Code::INVALID_ARGUMENT,
+        io::ErrorKind::NotFound => ttrpc::Code::NOT_FOUND,
+        io::ErrorKind::AlreadyExists => ttrpc::Code::ALREADY_EXISTS,
+        io::ErrorKind::TimedOut => ttrpc::Code::DEADLINE_EXCEEDED,
+        io::ErrorKind::Unsupported => ttrpc::Code::UNIMPLEMENTED,
+        _ => ttrpc::Code::INTERNAL,
+    }
+}
+
+fn container_code(e: &ContainerError) -> ttrpc::Code {
+    match e {
+        ContainerError::NotFound(_) | ContainerError::ProcessNotFound { .. } => {
+            ttrpc::Code::NOT_FOUND
+        }
+        ContainerError::AlreadyExists(_) => ttrpc::Code::ALREADY_EXISTS,
+        ContainerError::InvalidId(_)
+        | ContainerError::InvalidRequest(_)
+        | ContainerError::Spec(_) => ttrpc::Code::INVALID_ARGUMENT,
+        ContainerError::WrongState { .. } => ttrpc::Code::FAILED_PRECONDITION,
+        ContainerError::Cgroup(e) => cgroup_code(e),
+        // The spec asked for something the guest could not do: ENOENT for a
+        // missing command or mount source, EINVAL for bad options.
+        ContainerError::Setup { source, .. } => match source.raw_os_error() {
+            Some(libc::ENOENT | libc::ENOTDIR | libc::EINVAL | libc::EACCES | libc::EPERM) => {
+                ttrpc::Code::INVALID_ARGUMENT
+            }
+            _ => ttrpc::Code::INTERNAL,
+        },
+        ContainerError::Sys { source, .. } => io_code(source),
+    }
+}
+
+fn cgroup_code(e: &CgroupError) -> ttrpc::Code {
+    match e.kind() {
+        // A limit this guest kernel cannot enforce: the request's fault.
+        io::ErrorKind::Unsupported => ttrpc::Code::INVALID_ARGUMENT,
+        kind => kind_code(kind),
+    }
+}
+
 impl From<AgentError> for ttrpc::Error {
     fn from(e: AgentError) -> ttrpc::Error {
         ttrpc::Error::RpcStatus(ttrpc::get_status(e.code(), e.full_message()))
@@ -70,11 +119,14 @@ mod tests {
 
     #[test]
     fn codes_and_messages() {
-        let e = AgentError::Unimplemented {
+        let e = AgentError::HostMode {
             call: "CreateContainer",
         };
         assert_eq!(e.code(), ttrpc::Code::UNIMPLEMENTED);
-        assert_eq!(e.full_message(), "CreateContainer is not implemented yet");
+        assert_eq!(
+            e.full_message(),
+            "CreateContainer runs only in the guest: this agent serves on a host"
+        );
 
         let e = AgentError::sys("setting the hostname")(io::Error::from_raw_os_error(libc::EPERM));
         assert_eq!(e.code(), ttrpc::Code::PERMISSION_DENIED);

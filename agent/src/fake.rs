@@ -12,6 +12,7 @@ use crate::sys::{Mount, Sys, WaitStatus};
 pub enum Call {
     Mount(Mount),
     Mkdir(String),
+    SwitchRoot(String),
     SetTime(i64, u32),
     SetHostname(String),
     AddEntropy(Vec<u8>),
@@ -61,6 +62,11 @@ impl Sys for FakeSys {
 
     fn mkdir(&self, path: &Path) -> io::Result<()> {
         self.record(Call::Mkdir(path.display().to_string()));
+        Ok(())
+    }
+
+    fn switch_root(&self, new_root: &str) -> io::Result<()> {
+        self.record(Call::SwitchRoot(new_root.into()));
         Ok(())
     }
 

@@ -69,6 +69,35 @@ pub const MOUNTS: &[Mount] = &[
     },
 ];
 
+/// Where the agent's root is bound before it is moved over `/`.
+pub const NEW_ROOT: &str = "/.vessel-root";
+
+/// Leaves the initramfs (`rootfs`, which `pivot_root` cannot leave): binds
+/// it onto [`NEW_ROOT`], moves that over `/` and chroots into it. The agent
+/// keeps every file it had; containers can then `pivot_root`. Three mount
+/// calls and a chroot, before anything else is mounted.
+pub fn leave_initramfs(sys: &dyn Sys) -> Result<(), MountError> {
+    let bind = Mount {
+        source: "/",
+        target: NEW_ROOT,
+        fstype: "",
+        flags: libc::MS_BIND | libc::MS_REC,
+        data: None,
+    };
+    let fail = |source| MountError {
+        fstype: "bind",
+        target: NEW_ROOT,
+        source,
+    };
+    match sys.mkdir(Path::new(NEW_ROOT)) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(fail(e)),
+    }
+    sys.mount(&bind).map_err(fail)?;
+    sys.switch_root(NEW_ROOT).map_err(fail)
+}
+
 /// A mount that failed.
 #[derive(Debug, thiserror::Error)]
 #[error("mounting {fstype} on {target}")]
@@ -160,6 +189,19 @@ mod tests {
             .collect();
         assert_eq!(pts.len(), 3, "mount, mkdir, mount again: {pts:?}");
         assert!(matches!(pts[1], Call::Mkdir(_)));
+    }
+
+    #[test]
+    fn leaves_the_initramfs_through_a_bind() {
+        let sys = FakeSys::default();
+        leave_initramfs(&sys).unwrap();
+        let calls = sys.calls();
+        assert_eq!(calls[0], Call::Mkdir(NEW_ROOT.into()));
+        assert!(
+            matches!(&calls[1], Call::Mount(m) if m.source == "/" && m.target == NEW_ROOT
+            && m.flags == libc::MS_BIND | libc::MS_REC)
+        );
+        assert_eq!(calls[2], Call::SwitchRoot(NEW_ROOT.into()));
     }
 
     #[test]

@@ -114,6 +114,11 @@ fn run_guest() -> Box<dyn Error> {
         return format!("blocking SIGCHLD: {e}").into();
     }
     let sys: Arc<dyn Sys> = Arc::new(LinuxSys);
+    // Containers pivot_root out of the agent's root, which the initramfs
+    // cannot be: first move a bind of it over / (as switch_root would).
+    if let Err(e) = init::leave_initramfs(sys.as_ref()) {
+        return Box::new(e);
+    }
     if let Err(e) = init::mount_all(sys.as_ref()) {
         return Box::new(e);
     }
@@ -133,16 +138,47 @@ fn run_guest() -> Box<dyn Error> {
     );
 
     let guest = Guest::new(sys.clone());
+    let reaper = Arc::new(reaper::Reaper::default());
+    let engine = Arc::new(container_engine(reaper.clone(), sys.as_ref()));
     let addr = format!("vsock://-1:{AGENT_VSOCK_PORT}");
-    let _server = match server::start(&addr, server::Service::new(guest)) {
+    let _server = match server::start(&addr, server::Service::new(guest, Some(engine))) {
         Ok(server) => server,
         Err(e) => return format!("serving the agent API on {addr}: {e}").into(),
     };
     tracing::info!(port = AGENT_VSOCK_PORT, "serving the agent API on vsock");
 
-    let reaper = reaper::Reaper::default();
     let err = reaper::run(&reaper, sys.as_ref());
     format!("reaping children: {err}").into()
+}
+
+/// The container engine over the guest's cgroups and `clone3`. A cgroup or
+/// memory-event setup failure is logged: the agent still serves, and
+/// container calls report the failure.
+fn container_engine(reaper: Arc<reaper::Reaper>, sys: &dyn Sys) -> container::Engine {
+    use container::cgroup::{Cgroups, RealCgroupFs};
+    let cgroups = Cgroups::new(Arc::new(RealCgroupFs), "/sys/fs/cgroup".into());
+    if let Err(e) = cgroups.init() {
+        tracing::error!(error = %chain(&e), "setting up cgroups");
+    }
+    let oom = match container::oom::OomWatcher::start() {
+        Ok(oom) => Some(oom),
+        Err(e) => {
+            tracing::error!(error = %e, "not watching memory events");
+            None
+        }
+    };
+    let last_cap = sys
+        .read_to_string(std::path::Path::new("/proc/sys/kernel/cap_last_cap"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or_else(container::caps::last_cap);
+    container::Engine::new(
+        cgroups,
+        Arc::new(container::spawn::LinuxSpawner),
+        reaper,
+        oom,
+        container::spec::GuestFacts { last_cap },
+    )
 }
 
 /// `--listen`: serve on a host socket with [`HostSys`]; Shutdown exits.
@@ -151,7 +187,7 @@ fn run_host(addr: &str) -> ExitCode {
     let (level, _) = logging::level_from_cmdline(&format!("vessel.log={level}"));
     logging::init(level);
     let guest = Guest::new(Arc::new(HostSys));
-    match server::start(addr, server::Service::new(guest)) {
+    match server::start(addr, server::Service::new(guest, None)) {
         Ok(_server) => {
             tracing::info!(addr, "serving the agent API (host mode)");
             loop {

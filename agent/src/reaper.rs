@@ -1,37 +1,76 @@
 //! Child reaping for PID 1.
 //!
 //! Orphans re-parented to PID 1 are reaped and forgotten. Children the agent
-//! spawns itself are *watched*: their exit status is kept until someone asks
-//! with [`Reaper::wait`]. To close the race where a child exits before it is
-//! registered, spawning happens under the reaper's lock
-//! ([`Reaper::spawn_watched`]): a status reaped meanwhile is recorded only
-//! after the registration.
+//! spawns itself are *watched*: each spawn gets its own [`ExitCell`], which
+//! keeps the exit status and time for any number of waiters. To close the
+//! race where a child exits before it is registered, spawning happens under
+//! the reaper's lock ([`Reaper::spawn_watched`]): a status reaped meanwhile
+//! is recorded only after the registration. A pid leaves the table when it
+//! is reaped, so a reused pid is a new entry with a new cell.
 //!
 //! Children of the agent must be waited for through the reaper, never with
 //! `Child::wait`, whose status the reaper would take first.
 
-// The watched-child half serves the container RPCs (a later issue); today
-// only its tests use it.
-#![cfg_attr(not(test), allow(dead_code))]
-
 use std::collections::HashMap;
 use std::io;
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, SystemTime};
 
 use crate::sys::{Sys, WaitStatus};
 
-/// One watched child: running, or exited with a status nobody took yet.
+/// How and when a watched child ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Entry {
-    Running,
-    Exited(WaitStatus),
+pub struct Exit {
+    /// The raw wait status.
+    pub status: WaitStatus,
+    /// When it was reaped.
+    pub at: SystemTime,
 }
 
-/// Records exit statuses by pid for whoever asks.
+/// The exit of one spawned child, once it has happened.
+#[derive(Debug, Default)]
+pub struct ExitCell {
+    exit: Mutex<Option<Exit>>,
+    changed: Condvar,
+}
+
+impl ExitCell {
+    /// The exit, if it happened.
+    pub fn get(&self) -> Option<Exit> {
+        *self.exit.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Blocks until the child exits.
+    pub fn wait(&self) -> Exit {
+        let mut exit = self.exit.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(done) = *exit {
+                return done;
+            }
+            exit = self.changed.wait(exit).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Blocks until the child exits or `timeout` passes.
+    pub fn wait_timeout(&self, timeout: Duration) -> Option<Exit> {
+        let exit = self.exit.lock().unwrap_or_else(|e| e.into_inner());
+        let (exit, _) = self
+            .changed
+            .wait_timeout_while(exit, timeout, |e| e.is_none())
+            .unwrap_or_else(|e| e.into_inner());
+        *exit
+    }
+
+    fn set(&self, done: Exit) {
+        *self.exit.lock().unwrap_or_else(|e| e.into_inner()) = Some(done);
+        self.changed.notify_all();
+    }
+}
+
+/// Records exit statuses of watched children.
 #[derive(Debug, Default)]
 pub struct Reaper {
-    watched: Mutex<HashMap<i32, Entry>>,
-    exited: Condvar,
+    running: Mutex<HashMap<i32, Arc<ExitCell>>>,
 }
 
 impl Reaper {
@@ -40,24 +79,28 @@ impl Reaper {
     pub fn spawn_watched<T>(
         &self,
         spawn: impl FnOnce() -> io::Result<(i32, T)>,
-    ) -> io::Result<(i32, T)> {
-        let mut watched = self.watched.lock().unwrap_or_else(|e| e.into_inner());
+    ) -> io::Result<(Arc<ExitCell>, T)> {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         let (pid, value) = spawn()?;
-        // A reused pid must not erase an earlier child's unclaimed status:
-        // it stays claimable until the new child exits too. (Telling the two
-        // apart needs a generation per spawn; no caller spawns yet.)
-        watched.entry(pid).or_insert(Entry::Running);
-        Ok((pid, value))
+        let cell = Arc::new(ExitCell::default());
+        running.insert(pid, cell.clone());
+        Ok((cell, value))
     }
 
     /// Records that `pid` exited; returns whether it was watched (otherwise
     /// it was an orphan and its status is dropped).
     pub fn record(&self, pid: i32, status: WaitStatus) -> bool {
-        let mut watched = self.watched.lock().unwrap_or_else(|e| e.into_inner());
-        match watched.get_mut(&pid) {
-            Some(entry) => {
-                *entry = Entry::Exited(status);
-                self.exited.notify_all();
+        let cell = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&pid);
+        match cell {
+            Some(cell) => {
+                cell.set(Exit {
+                    status,
+                    at: SystemTime::now(),
+                });
                 true
             }
             None => false,
@@ -77,38 +120,6 @@ impl Reaper {
             }
         }
         Ok(count)
-    }
-
-    /// The status of watched `pid` if it has exited (and forgets it).
-    pub fn try_wait(&self, pid: i32) -> Option<WaitStatus> {
-        let mut watched = self.watched.lock().unwrap_or_else(|e| e.into_inner());
-        match watched.get(&pid) {
-            Some(Entry::Exited(status)) => {
-                let status = *status;
-                watched.remove(&pid);
-                Some(status)
-            }
-            _ => None,
-        }
-    }
-
-    /// Blocks until watched `pid` exits and returns its status (and forgets
-    /// it); `None` if `pid` is not watched.
-    pub fn wait(&self, pid: i32) -> Option<WaitStatus> {
-        let mut watched = self.watched.lock().unwrap_or_else(|e| e.into_inner());
-        loop {
-            match watched.get(&pid) {
-                None => return None,
-                Some(Entry::Exited(status)) => {
-                    let status = *status;
-                    watched.remove(&pid);
-                    return Some(status);
-                }
-                Some(Entry::Running) => {
-                    watched = self.exited.wait(watched).unwrap_or_else(|e| e.into_inner());
-                }
-            }
-        }
     }
 }
 
@@ -173,30 +184,39 @@ mod tests {
     fn orphans_are_dropped_and_watched_statuses_kept() {
         let reaper = Reaper::default();
         let sys = FakeSys::default();
-        reaper.spawn_watched(|| Ok((42, ()))).unwrap();
+        let (cell, ()) = reaper.spawn_watched(|| Ok((42, ()))).unwrap();
         sys.add_exited_child(7, 0);
         sys.add_exited_child(42, 3 << 8);
         assert_eq!(reaper.reap_ready(&sys).unwrap(), 2);
-        assert_eq!(reaper.try_wait(7), None, "orphan not kept");
-        assert_eq!(reaper.try_wait(42).map(exit_code), Some(3));
-        assert_eq!(reaper.try_wait(42), None, "taken once");
+        assert_eq!(cell.get().map(|e| exit_code(e.status)), Some(3));
+        assert_eq!(cell.wait().status, 3 << 8, "kept for every waiter");
+        assert!(!reaper.record(42, 0), "the pid left the table");
     }
 
     #[test]
     fn wait_blocks_until_reaped() {
-        let reaper = Arc::new(Reaper::default());
+        let reaper = Reaper::default();
         let sys = FakeSys::default();
-        reaper.spawn_watched(|| Ok((9, ()))).unwrap();
+        let (cell, ()) = reaper.spawn_watched(|| Ok((9, ()))).unwrap();
         let waiter = {
-            let reaper = reaper.clone();
-            std::thread::spawn(move || reaper.wait(9))
+            let cell = cell.clone();
+            std::thread::spawn(move || cell.wait())
         };
-        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(cell.wait_timeout(Duration::from_millis(20)), None);
         assert_eq!(reaper.reap_ready(&sys).unwrap(), 0);
         sys.add_exited_child(9, libc::SIGKILL);
         reaper.reap_ready(&sys).unwrap();
-        assert_eq!(waiter.join().unwrap().map(exit_code), Some(128 + 9));
-        assert_eq!(reaper.wait(1234), None, "unknown pid");
+        assert_eq!(exit_code(waiter.join().unwrap().status), 128 + 9);
+    }
+
+    #[test]
+    fn a_reused_pid_is_a_new_child() {
+        let reaper = Reaper::default();
+        let (first, ()) = reaper.spawn_watched(|| Ok((5, ()))).unwrap();
+        assert!(reaper.record(5, 1 << 8));
+        let (second, ()) = reaper.spawn_watched(|| Ok((5, ()))).unwrap();
+        assert_eq!(first.get().map(|e| exit_code(e.status)), Some(1));
+        assert_eq!(second.get(), None);
     }
 
     #[test]
@@ -205,14 +225,14 @@ mod tests {
         let r = reaper.clone();
         // The child "exits" and the reaper records it while spawn still holds
         // the lock: the record must wait for the registration.
-        reaper
+        let (cell, recorder) = reaper
             .spawn_watched(|| {
                 let recorder = std::thread::spawn(move || r.record(5, 0));
                 std::thread::sleep(Duration::from_millis(20));
                 Ok((5, recorder))
             })
-            .map(|(_, recorder)| assert!(recorder.join().unwrap()))
             .unwrap();
-        assert_eq!(reaper.try_wait(5), Some(0));
+        assert!(recorder.join().unwrap());
+        assert_eq!(cell.get().map(|e| e.status), Some(0));
     }
 }

@@ -1,23 +1,29 @@
 //! The ttrpc service: `vessel.agent.v1.AgentService`.
 
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use ttrpc::TtrpcContext;
 use vessel_agent_protocol::agent::{self, check_response::ServingStatus};
 use vessel_agent_protocol::{create_agent_service, AgentService, API_VERSION};
 
+use crate::container::create::CreateRequest;
+use crate::container::stdio::Output;
+use crate::container::{Engine, Stats};
 use crate::error::AgentError;
 use crate::guest::Guest;
 
 /// The agent's implementation of the API.
 pub struct Service {
     guest: Guest,
+    /// `None` on a host (`--listen`): containers run only in the guest.
+    engine: Option<Arc<Engine>>,
 }
 
 impl Service {
-    /// The service over `guest`.
-    pub fn new(guest: Guest) -> Service {
-        Service { guest }
+    /// The service over `guest` and, in the guest, the container `engine`.
+    pub fn new(guest: Guest, engine: Option<Arc<Engine>>) -> Service {
+        Service { guest, engine }
     }
 }
 
@@ -32,23 +38,34 @@ pub fn start(addr: &str, service: Service) -> ttrpc::Result<ttrpc::Server> {
     Ok(server)
 }
 
-fn unimplemented<T>(call: &'static str) -> ttrpc::Result<T> {
-    Err(AgentError::Unimplemented { call }.into())
+/// A timestamp as seconds and nanoseconds since the epoch.
+fn epoch(at: SystemTime) -> (i64, u32) {
+    let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+    (since.as_secs() as i64, since.subsec_nanos())
 }
 
-/// Container RPCs: defined in the API, implemented in a later issue.
-macro_rules! not_yet {
-    ($($method:ident($req:ident) -> $resp:ident = $name:literal;)*) => {
-        $(
-            fn $method(
-                &self,
-                _ctx: &TtrpcContext,
-                _req: agent::$req,
-            ) -> ttrpc::Result<agent::$resp> {
-                unimplemented($name)
-            }
-        )*
-    };
+impl Service {
+    fn engine(&self, call: &'static str) -> Result<&Engine, AgentError> {
+        self.engine.as_deref().ok_or(AgentError::HostMode { call })
+    }
+
+    fn read(
+        &self,
+        req: &agent::ReadStreamRequest,
+        which: Output,
+    ) -> ttrpc::Result<agent::ReadStreamResponse> {
+        let call = match which {
+            Output::Stdout => "ReadStdout",
+            Output::Stderr => "ReadStderr",
+        };
+        let data = self
+            .engine(call)?
+            .read_output(&req.container_id, &req.exec_id, which, req.len as usize)
+            .map_err(AgentError::from)?;
+        let mut resp = agent::ReadStreamResponse::new();
+        resp.data = data;
+        Ok(resp)
+    }
 }
 
 impl AgentService for Service {
@@ -112,25 +129,249 @@ impl AgentService for Service {
         Ok(agent::ShutdownResponse::new())
     }
 
-    not_yet! {
-        create_container(CreateContainerRequest) -> CreateContainerResponse = "CreateContainer";
-        start_container(StartContainerRequest) -> StartContainerResponse = "StartContainer";
-        remove_container(RemoveContainerRequest) -> RemoveContainerResponse = "RemoveContainer";
-        pause_container(PauseContainerRequest) -> PauseContainerResponse = "PauseContainer";
-        resume_container(ResumeContainerRequest) -> ResumeContainerResponse = "ResumeContainer";
-        update_container(UpdateContainerRequest) -> UpdateContainerResponse = "UpdateContainer";
-        exec_process(ExecProcessRequest) -> ExecProcessResponse = "ExecProcess";
-        signal_process(SignalProcessRequest) -> SignalProcessResponse = "SignalProcess";
-        wait_process(WaitProcessRequest) -> WaitProcessResponse = "WaitProcess";
-        list_processes(ListProcessesRequest) -> ListProcessesResponse = "ListProcesses";
-        read_stdout(ReadStreamRequest) -> ReadStreamResponse = "ReadStdout";
-        read_stderr(ReadStreamRequest) -> ReadStreamResponse = "ReadStderr";
-        write_stdin(WriteStreamRequest) -> WriteStreamResponse = "WriteStdin";
-        close_stdin(CloseStdinRequest) -> CloseStdinResponse = "CloseStdin";
-        tty_win_resize(TtyWinResizeRequest) -> TtyWinResizeResponse = "TtyWinResize";
-        stats_container(StatsContainerRequest) -> StatsContainerResponse = "StatsContainer";
-        get_oom_event(GetOOMEventRequest) -> GetOOMEventResponse = "GetOOMEvent";
+    fn create_container(
+        &self,
+        _ctx: &TtrpcContext,
+        req: agent::CreateContainerRequest,
+    ) -> ttrpc::Result<agent::CreateContainerResponse> {
+        let container = self
+            .engine("CreateContainer")?
+            .create(CreateRequest {
+                id: req.container_id,
+                sandbox_id: req.sandbox_id,
+                spec: req.oci_spec,
+                rootfs: req.rootfs_path,
+                terminal: req.terminal,
+            })
+            .map_err(AgentError::from)?;
+        let mut resp = agent::CreateContainerResponse::new();
+        resp.pid = container.init.pid as u32;
+        Ok(resp)
     }
+
+    fn start_container(
+        &self,
+        _ctx: &TtrpcContext,
+        req: agent::StartContainerRequest,
+    ) -> ttrpc::Result<agent::StartContainerResponse> {
+        self.engine("StartContainer")?
+            .start(&req.container_id)
+            .map_err(AgentError::from)?;
+        Ok(agent::StartContainerResponse::new())
+    }
+
+    fn remove_container(
+        &self,
+        _ctx: &TtrpcContext,
+        req: agent::RemoveContainerRequest,
+    ) -> ttrpc::Result<agent::RemoveContainerResponse> {
+        self.engine("RemoveContainer")?
+            .remove(&req.container_id, req.timeout_seconds)
+            .map_err(AgentError::from)?;
+        Ok(agent::RemoveContainerResponse::new())
+    }
+
+    fn pause_container(
+        &self,
+        _ctx: &TtrpcContext,
+        req: agent::PauseContainerRequest,
+    ) -> ttrpc::Result<agent::PauseContainerResponse> {
+        self.engine("PauseContainer")?
+            .pause(&req.container_id)
+            .map_err(AgentError::from)?;
+        Ok(agent::PauseContainerResponse::new())
+    }
+
+    fn resume_container(
+        &self,
+        _ctx: &TtrpcContext,
+        req: agent::ResumeContainerRequest,
+    ) -> ttrpc::Result<agent::ResumeContainerResponse> {
+        self.engine("ResumeContainer")?
+            .resume(&req.container_id)
+            .map_err(AgentError::from)?;
+        Ok(agent::ResumeContainerResponse::new())
+    }
+
+    fn update_container(
+        &self,
+        _ctx: &TtrpcContext,
+        req: agent::UpdateContainerRequest,
+    ) -> ttrpc::Result<agent::UpdateContainerResponse> {
+        self.engine("UpdateContainer")?
+            .update(&req.container_id, &req.resources)
+            .map_err(AgentError::from)?;
+        Ok(agent::UpdateContainerResponse::new())
+    }
+
+    fn exec_process(
+        &self,
+        _ctx: &TtrpcContext,
+        req: agent::ExecProcessRequest,
+    ) -> ttrpc::Result<agent::ExecProcessResponse> {
+        let pid = self
+            .engine("ExecProcess")?
+            .exec(&req.container_id, &req.exec_id, &req.process, req.terminal)
+            .map_err(AgentError::from)?;
+        let mut resp = agent::ExecProcessResponse::new();
+        resp.pid = pid as u32;
+        Ok(resp)
+    }
+
+    fn signal_process(
+        &self,
+        _ctx: &TtrpcContext,
+        req: agent::SignalProcessRequest,
+    ) -> ttrpc::Result<agent::SignalProcessResponse> {
+        self.engine("SignalProcess")?
+            .signal(&req.container_id, &req.exec_id, req.signal, req.all)
+            .map_err(AgentError::from)?;
+        Ok(agent::SignalProcessResponse::new())
+    }
+
+    fn wait_process(
+        &self,
+        _ctx: &TtrpcContext,
+        req: agent::WaitProcessRequest,
+    ) -> ttrpc::Result<agent::WaitProcessResponse> {
+        let exit = self
+            .engine("WaitProcess")?
+            .wait(&req.container_id, &req.exec_id)
+            .map_err(AgentError::from)?;
+        let mut resp = agent::WaitProcessResponse::new();
+        resp.exit_status = exit.status;
+        (resp.exited_at_seconds, resp.exited_at_nanos) = epoch(exit.at);
+        Ok(resp)
+    }
+
+    fn list_processes(
+        &self,
+        _ctx: &TtrpcContext,
+        req: agent::ListProcessesRequest,
+    ) -> ttrpc::Result<agent::ListProcessesResponse> {
+        let entries = self
+            .engine("ListProcesses")?
+            .processes(&req.container_id)
+            .map_err(AgentError::from)?;
+        let mut resp = agent::ListProcessesResponse::new();
+        resp.processes = entries
+            .into_iter()
+            .map(|e| {
+                let mut info = agent::ProcessInfo::new();
+                info.pid = e.pid as u32;
+                info.exec_id = e.exec_id;
+                info
+            })
+            .collect();
+        Ok(resp)
+    }
+
+    fn read_stdout(
+        &self,
+        _ctx: &TtrpcContext,
+        req: agent::ReadStreamRequest,
+    ) -> ttrpc::Result<agent::ReadStreamResponse> {
+        self.read(&req, Output::Stdout)
+    }
+
+    fn read_stderr(
+        &self,
+        _ctx: &TtrpcContext,
+        req: agent::ReadStreamRequest,
+    ) -> ttrpc::Result<agent::ReadStreamResponse> {
+        self.read(&req, Output::Stderr)
+    }
+
+    fn write_stdin(
+        &self,
+        _ctx: &TtrpcContext,
+        req: agent::WriteStreamRequest,
+    ) -> ttrpc::Result<agent::WriteStreamResponse> {
+        let len = self
+            .engine("WriteStdin")?
+            .write_stdin(&req.container_id, &req.exec_id, &req.data)
+            .map_err(AgentError::from)?;
+        let mut resp = agent::WriteStreamResponse::new();
+        resp.len = len as u32;
+        Ok(resp)
+    }
+
+    fn close_stdin(
+        &self,
+        _ctx: &TtrpcContext,
+        req: agent::CloseStdinRequest,
+    ) -> ttrpc::Result<agent::CloseStdinResponse> {
+        self.engine("CloseStdin")?
+            .close_stdin(&req.container_id, &req.exec_id)
+            .map_err(AgentError::from)?;
+        Ok(agent::CloseStdinResponse::new())
+    }
+
+    fn tty_win_resize(
+        &self,
+        _ctx: &TtrpcContext,
+        req: agent::TtyWinResizeRequest,
+    ) -> ttrpc::Result<agent::TtyWinResizeResponse> {
+        self.engine("TtyWinResize")?
+            .resize(&req.container_id, &req.exec_id, req.rows, req.columns)
+            .map_err(AgentError::from)?;
+        Ok(agent::TtyWinResizeResponse::new())
+    }
+
+    fn stats_container(
+        &self,
+        _ctx: &TtrpcContext,
+        req: agent::StatsContainerRequest,
+    ) -> ttrpc::Result<agent::StatsContainerResponse> {
+        let stats = self
+            .engine("StatsContainer")?
+            .stats(&req.container_id)
+            .map_err(AgentError::from)?;
+        Ok(stats_response(&stats))
+    }
+
+    fn get_oom_event(
+        &self,
+        _ctx: &TtrpcContext,
+        _req: agent::GetOOMEventRequest,
+    ) -> ttrpc::Result<agent::GetOOMEventResponse> {
+        let id = self
+            .engine("GetOOMEvent")?
+            .next_oom()
+            .map_err(AgentError::from)?;
+        let mut resp = agent::GetOOMEventResponse::new();
+        resp.container_id = id;
+        Ok(resp)
+    }
+}
+
+/// The API's form of cgroup statistics.
+fn stats_response(stats: &Stats) -> agent::StatsContainerResponse {
+    let mut cpu = agent::CpuStats::new();
+    cpu.usage_total_ns = stats.cpu.usage_usec * 1000;
+    cpu.usage_user_ns = stats.cpu.user_usec * 1000;
+    cpu.usage_system_ns = stats.cpu.system_usec * 1000;
+    cpu.throttled_periods = stats.cpu.nr_throttled;
+    cpu.throttled_time_ns = stats.cpu.throttled_usec * 1000;
+    let mut memory = agent::MemoryStats::new();
+    memory.usage_bytes = stats.memory.current;
+    memory.limit_bytes = stats.memory.limit.unwrap_or(0);
+    memory.max_usage_bytes = stats.memory.peak;
+    memory.oom_kills = stats.memory.oom_kills;
+    let mut pids = agent::PidsStats::new();
+    pids.current = stats.pids.current;
+    pids.limit = stats.pids.limit.unwrap_or(0);
+    let mut io = agent::IoStats::new();
+    io.read_bytes = stats.io.rbytes;
+    io.write_bytes = stats.io.wbytes;
+    io.read_ios = stats.io.rios;
+    io.write_ios = stats.io.wios;
+    let mut resp = agent::StatsContainerResponse::new();
+    resp.cpu = Some(cpu).into();
+    resp.memory = Some(memory).into();
+    resp.pids = Some(pids).into();
+    resp.io = Some(io).into();
+    resp
 }
 
 #[cfg(test)]

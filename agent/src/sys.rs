@@ -32,6 +32,9 @@ pub trait Sys: Send + Sync {
     fn mount(&self, m: &Mount) -> io::Result<()>;
     /// Creates one directory (not its parents).
     fn mkdir(&self, path: &Path) -> io::Result<()>;
+    /// Moves the mount at `new_root` over `/` and chroots into it (what
+    /// switch_root does).
+    fn switch_root(&self, new_root: &str) -> io::Result<()>;
     /// Reads a small text file, e.g. `/proc/cmdline`.
     fn read_to_string(&self, path: &Path) -> io::Result<String>;
     /// Makes fds 0-2 the console if fd 1 is not open (no initial console).
@@ -110,6 +113,20 @@ impl Sys for LinuxSys {
 
     fn mkdir(&self, path: &Path) -> io::Result<()> {
         std::fs::create_dir(path)
+    }
+
+    fn switch_root(&self, new_root: &str) -> io::Result<()> {
+        std::env::set_current_dir(new_root)?;
+        self.mount(&Mount {
+            source: ".",
+            target: "/",
+            fstype: "",
+            flags: libc::MS_MOVE,
+            data: None,
+        })?;
+        // SAFETY: "." is NUL-terminated.
+        check(unsafe { libc::chroot(c".".as_ptr()) })?;
+        std::env::set_current_dir("/")
     }
 
     fn read_to_string(&self, path: &Path) -> io::Result<String> {
@@ -227,6 +244,10 @@ impl Sys for HostSys {
     }
 
     fn mkdir(&self, _path: &Path) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn switch_root(&self, _new_root: &str) -> io::Result<()> {
         Ok(())
     }
 

@@ -12,10 +12,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, ensure, Context, Result};
 use vessel_agent_protocol::client::{handshake, AgentClient, ClientError};
-use vessel_integration::{agent_initramfs, guest_kernel, GuestSpec, Runner, RunningGuest};
+use vessel_integration::agent::BOOT_TIMEOUT;
+use vessel_integration::{agent_initramfs, connect_while_running, guest_kernel, GuestSpec, Runner};
 
-/// Boot to a listening agent takes about 30 s here.
-const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 const AGENT_PORT: u32 = 1024;
 
@@ -44,27 +43,6 @@ fn expect_closed(mut stream: UnixStream, what: &str) -> Result<()> {
     }
 }
 
-/// Connects to the agent, retrying while the VMM runs, at most BOOT_TIMEOUT.
-fn connect_while_running(guest: &mut RunningGuest, uds: &Path) -> Result<AgentClient> {
-    let deadline = Instant::now() + BOOT_TIMEOUT;
-    loop {
-        match AgentClient::connect(uds, AGENT_PORT, Duration::from_secs(5)) {
-            Ok(client) => return Ok(client),
-            Err(err) => {
-                if let Some(status) = guest.exited()? {
-                    bail!(
-                        "the VMM exited with {status} before the agent answered:\n{}",
-                        guest.console()
-                    );
-                }
-                if Instant::now() >= deadline {
-                    return Err(err).with_context(|| format!("console:\n{}", guest.console()));
-                }
-            }
-        }
-    }
-}
-
 #[test]
 fn agent_answers_over_hybrid_vsock() -> Result<()> {
     let dir = tempfile::tempdir()?;
@@ -86,7 +64,7 @@ fn agent_answers_over_hybrid_vsock() -> Result<()> {
     }
 
     // The client retries until the agent listens.
-    let client = connect_while_running(&mut guest, &uds)?;
+    let client = connect_while_running(&mut guest, &uds, BOOT_TIMEOUT)?;
     client.check().context("Check")?;
     let version = client.version().context("Version")?;
     ensure!(version.api_version == "vessel.agent.v1", "{version:?}");

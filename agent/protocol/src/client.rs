@@ -15,8 +15,13 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::agent::{
-    check_response::ServingStatus, CheckRequest, ReseedRandomRequest, SetGuestTimeRequest,
-    SetHostnameRequest, ShutdownRequest, VersionRequest, VersionResponse,
+    check_response::ServingStatus, CheckRequest, CloseStdinRequest, CreateContainerRequest,
+    ExecProcessRequest, GetOOMEventRequest, ListProcessesRequest, PauseContainerRequest,
+    ProcessInfo, ReadStreamRequest, RemoveContainerRequest, ReseedRandomRequest,
+    ResumeContainerRequest, SetGuestTimeRequest, SetHostnameRequest, ShutdownRequest,
+    SignalProcessRequest, StartContainerRequest, StatsContainerRequest, StatsContainerResponse,
+    TtyWinResizeRequest, UpdateContainerRequest, VersionRequest, VersionResponse,
+    WaitProcessRequest, WaitProcessResponse, WriteStreamRequest,
 };
 use crate::AgentServiceClient;
 
@@ -276,6 +281,252 @@ impl AgentClient {
                 .shutdown(self.context(), &ShutdownRequest::new()),
         )?;
         Ok(())
+    }
+
+    // Container calls: thin wrappers, one per RPC. A process is named by
+    // its container and exec id; exec id "" is the container's init.
+
+    /// `CreateContainer`: returns the init's pid in the guest.
+    pub fn create_container(&self, req: &CreateContainerRequest) -> Result<u32, ClientError> {
+        let resp = Self::rpc(
+            "CreateContainer",
+            self.service.create_container(self.context(), req),
+        )?;
+        Ok(resp.pid)
+    }
+
+    /// `StartContainer`: runs the created container's init.
+    pub fn start_container(&self, container_id: &str) -> Result<(), ClientError> {
+        let mut req = StartContainerRequest::new();
+        req.container_id = container_id.to_owned();
+        Self::rpc(
+            "StartContainer",
+            self.service.start_container(self.context(), &req),
+        )?;
+        Ok(())
+    }
+
+    /// `RemoveContainer`: kills what is left and frees everything;
+    /// `timeout_seconds` 0 is the agent's default.
+    pub fn remove_container(
+        &self,
+        container_id: &str,
+        timeout_seconds: u32,
+    ) -> Result<(), ClientError> {
+        let mut req = RemoveContainerRequest::new();
+        req.container_id = container_id.to_owned();
+        req.timeout_seconds = timeout_seconds;
+        Self::rpc(
+            "RemoveContainer",
+            self.service.remove_container(self.context(), &req),
+        )?;
+        Ok(())
+    }
+
+    /// `PauseContainer`: freezes every process of the container.
+    pub fn pause_container(&self, container_id: &str) -> Result<(), ClientError> {
+        let mut req = PauseContainerRequest::new();
+        req.container_id = container_id.to_owned();
+        Self::rpc(
+            "PauseContainer",
+            self.service.pause_container(self.context(), &req),
+        )?;
+        Ok(())
+    }
+
+    /// `ResumeContainer`: thaws a paused container.
+    pub fn resume_container(&self, container_id: &str) -> Result<(), ClientError> {
+        let mut req = ResumeContainerRequest::new();
+        req.container_id = container_id.to_owned();
+        Self::rpc(
+            "ResumeContainer",
+            self.service.resume_container(self.context(), &req),
+        )?;
+        Ok(())
+    }
+
+    /// `UpdateContainer`: `resources` is an OCI LinuxResources as JSON.
+    pub fn update_container(
+        &self,
+        container_id: &str,
+        resources: &[u8],
+    ) -> Result<(), ClientError> {
+        let mut req = UpdateContainerRequest::new();
+        req.container_id = container_id.to_owned();
+        req.resources = resources.to_vec();
+        Self::rpc(
+            "UpdateContainer",
+            self.service.update_container(self.context(), &req),
+        )?;
+        Ok(())
+    }
+
+    /// `ExecProcess`: `process` is an OCI Process as JSON; returns its pid.
+    pub fn exec_process(
+        &self,
+        container_id: &str,
+        exec_id: &str,
+        process: &[u8],
+        terminal: bool,
+    ) -> Result<u32, ClientError> {
+        let mut req = ExecProcessRequest::new();
+        req.container_id = container_id.to_owned();
+        req.exec_id = exec_id.to_owned();
+        req.process = process.to_vec();
+        req.terminal = terminal;
+        let resp = Self::rpc(
+            "ExecProcess",
+            self.service.exec_process(self.context(), &req),
+        )?;
+        Ok(resp.pid)
+    }
+
+    /// `SignalProcess`: sends `signal` to the process, or with `all` to
+    /// every process of the container.
+    pub fn signal_process(
+        &self,
+        container_id: &str,
+        exec_id: &str,
+        signal: u32,
+        all: bool,
+    ) -> Result<(), ClientError> {
+        let mut req = SignalProcessRequest::new();
+        req.container_id = container_id.to_owned();
+        req.exec_id = exec_id.to_owned();
+        req.signal = signal;
+        req.all = all;
+        Self::rpc(
+            "SignalProcess",
+            self.service.signal_process(self.context(), &req),
+        )?;
+        Ok(())
+    }
+
+    /// `WaitProcess`: blocks (up to the call timeout) until the process exits.
+    pub fn wait_process(
+        &self,
+        container_id: &str,
+        exec_id: &str,
+    ) -> Result<WaitProcessResponse, ClientError> {
+        let mut req = WaitProcessRequest::new();
+        req.container_id = container_id.to_owned();
+        req.exec_id = exec_id.to_owned();
+        Self::rpc(
+            "WaitProcess",
+            self.service.wait_process(self.context(), &req),
+        )
+    }
+
+    /// `ListProcesses`: the container's processes.
+    pub fn list_processes(&self, container_id: &str) -> Result<Vec<ProcessInfo>, ClientError> {
+        let mut req = ListProcessesRequest::new();
+        req.container_id = container_id.to_owned();
+        let resp = Self::rpc(
+            "ListProcesses",
+            self.service.list_processes(self.context(), &req),
+        )?;
+        Ok(resp.processes)
+    }
+
+    fn read_request(container_id: &str, exec_id: &str, len: u32) -> ReadStreamRequest {
+        let mut req = ReadStreamRequest::new();
+        req.container_id = container_id.to_owned();
+        req.exec_id = exec_id.to_owned();
+        req.len = len;
+        req
+    }
+
+    /// `ReadStdout`: at most `len` bytes (0: the agent's default); blocks
+    /// until there are some; empty means EOF.
+    pub fn read_stdout(
+        &self,
+        container_id: &str,
+        exec_id: &str,
+        len: u32,
+    ) -> Result<Vec<u8>, ClientError> {
+        let req = Self::read_request(container_id, exec_id, len);
+        let resp = Self::rpc("ReadStdout", self.service.read_stdout(self.context(), &req))?;
+        Ok(resp.data)
+    }
+
+    /// `ReadStderr`: as [`AgentClient::read_stdout`], for stderr.
+    pub fn read_stderr(
+        &self,
+        container_id: &str,
+        exec_id: &str,
+        len: u32,
+    ) -> Result<Vec<u8>, ClientError> {
+        let req = Self::read_request(container_id, exec_id, len);
+        let resp = Self::rpc("ReadStderr", self.service.read_stderr(self.context(), &req))?;
+        Ok(resp.data)
+    }
+
+    /// `WriteStdin`: returns how many bytes of `data` were taken.
+    pub fn write_stdin(
+        &self,
+        container_id: &str,
+        exec_id: &str,
+        data: &[u8],
+    ) -> Result<u32, ClientError> {
+        let mut req = WriteStreamRequest::new();
+        req.container_id = container_id.to_owned();
+        req.exec_id = exec_id.to_owned();
+        req.data = data.to_vec();
+        let resp = Self::rpc("WriteStdin", self.service.write_stdin(self.context(), &req))?;
+        Ok(resp.len)
+    }
+
+    /// `CloseStdin`: the process reads EOF once the written data is consumed.
+    pub fn close_stdin(&self, container_id: &str, exec_id: &str) -> Result<(), ClientError> {
+        let mut req = CloseStdinRequest::new();
+        req.container_id = container_id.to_owned();
+        req.exec_id = exec_id.to_owned();
+        Self::rpc("CloseStdin", self.service.close_stdin(self.context(), &req))?;
+        Ok(())
+    }
+
+    /// `TtyWinResize`: sets the window size of the process's terminal.
+    pub fn tty_win_resize(
+        &self,
+        container_id: &str,
+        exec_id: &str,
+        rows: u32,
+        columns: u32,
+    ) -> Result<(), ClientError> {
+        let mut req = TtyWinResizeRequest::new();
+        req.container_id = container_id.to_owned();
+        req.exec_id = exec_id.to_owned();
+        req.rows = rows;
+        req.columns = columns;
+        Self::rpc(
+            "TtyWinResize",
+            self.service.tty_win_resize(self.context(), &req),
+        )?;
+        Ok(())
+    }
+
+    /// `StatsContainer`: the container's cgroup counters.
+    pub fn stats_container(
+        &self,
+        container_id: &str,
+    ) -> Result<StatsContainerResponse, ClientError> {
+        let mut req = StatsContainerRequest::new();
+        req.container_id = container_id.to_owned();
+        Self::rpc(
+            "StatsContainer",
+            self.service.stats_container(self.context(), &req),
+        )
+    }
+
+    /// `GetOOMEvent`: blocks (up to the call timeout) until a container
+    /// hits an OOM kill; returns its id.
+    pub fn get_oom_event(&self) -> Result<String, ClientError> {
+        let resp = Self::rpc(
+            "GetOOMEvent",
+            self.service
+                .get_oom_event(self.context(), &GetOOMEventRequest::new()),
+        )?;
+        Ok(resp.container_id)
     }
 }
 

@@ -31,7 +31,11 @@ fn serve() -> Running {
     let path = dir.path().join("agent.sock");
     let sys = Arc::new(FakeSys::default());
     let guest = Guest::new(sys.clone()).with_shutdown_delay(Duration::ZERO);
-    let server = start(&format!("unix://{}", path.display()), Service::new(guest)).unwrap();
+    let server = start(
+        &format!("unix://{}", path.display()),
+        Service::new(guest, None),
+    )
+    .unwrap();
     let stream = UnixStream::connect(&path).unwrap();
     let client = AgentClient::from_stream(stream)
         .unwrap()
@@ -94,7 +98,10 @@ fn errors_carry_codes_and_messages() {
     match err {
         ttrpc::Error::RpcStatus(status) => {
             assert_eq!(status.code(), ttrpc::Code::UNIMPLEMENTED);
-            assert_eq!(status.message(), "CreateContainer is not implemented yet");
+            assert_eq!(
+                status.message(),
+                "CreateContainer runs only in the guest: this agent serves on a host"
+            );
         }
         other => panic!("expected a status, got {other:?}"),
     }

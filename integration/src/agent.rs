@@ -1,0 +1,564 @@
+//! Driving the agent's container API from tests and benchmarks: a VM with
+//! the agent and the busybox rootfs, specs for containers that share that
+//! rootfs, a container handle removed on drop, reading streams to EOF,
+//! expecting error codes, and a runner that collects each case's failure.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use serde_json::{json, Value};
+use tempfile::TempDir;
+use vessel_agent_protocol::agent::{CreateContainerRequest, StatsContainerResponse};
+use vessel_agent_protocol::{AgentClient, ClientError, AGENT_VSOCK_PORT};
+
+use crate::build::guest_kernel;
+use crate::guest::{GuestSpec, Runner, RunningGuest};
+use crate::rootfs::{agent_initramfs_with_rootfs, oci_spec, GUEST_BUSYBOX_ROOTFS};
+
+/// Boot to a listening agent takes 30-40 s on an emulated-CPL0 host.
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
+/// What one ReadStdout/ReadStderr asks for.
+pub const READ_CHUNK: u32 = 64 * 1024;
+
+/// Connects to the agent through the VMM's hybrid vsock socket `uds`,
+/// retrying while the VMM runs, at most `timeout`; a VMM that exits first
+/// fails at once, with its console.
+pub fn connect_while_running(
+    guest: &mut RunningGuest,
+    uds: &Path,
+    timeout: Duration,
+) -> Result<AgentClient> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match AgentClient::connect(uds, AGENT_VSOCK_PORT, Duration::from_secs(5)) {
+            Ok(client) => return Ok(client),
+            Err(err) => {
+                if let Some(status) = guest.exited()? {
+                    bail!(
+                        "the VMM exited with {status} before the agent answered:\n{}",
+                        guest.console()
+                    );
+                }
+                if Instant::now() >= deadline {
+                    return Err(err).with_context(|| format!("console:\n{}", guest.console()));
+                }
+            }
+        }
+    }
+}
+
+/// A running VM (vessel-vmm, 2 vCPUs, 512 MiB) whose PID 1 is the agent and
+/// whose initramfs holds the busybox rootfs at [`GUEST_BUSYBOX_ROOTFS`].
+/// Dropping it kills the VMM and removes its socket directory.
+pub struct AgentVm {
+    // Dropped in this order: the VMM first, then its socket directory.
+    guest: RunningGuest,
+    client: AgentClient,
+    uds: PathBuf,
+    _dir: TempDir,
+}
+
+impl AgentVm {
+    /// Boots the VM and connects; every call of [`AgentVm::client`] times
+    /// out after `call_timeout`.
+    pub fn boot(call_timeout: Duration) -> Result<AgentVm> {
+        let dir = tempfile::tempdir()?;
+        let uds = dir.path().join("vsock.sock");
+        let mut spec = GuestSpec::new(guest_kernel()?, agent_initramfs_with_rootfs()?);
+        spec.vcpus = 2;
+        spec.memory_mib = 512;
+        spec.vsock_uds = Some(uds.clone());
+        let mut guest = Runner::VesselVmm.spawn(&spec)?;
+        let client =
+            connect_while_running(&mut guest, &uds, BOOT_TIMEOUT)?.with_call_timeout(call_timeout);
+        Ok(AgentVm {
+            guest,
+            client,
+            uds,
+            _dir: dir,
+        })
+    }
+
+    /// The connection made at boot.
+    pub fn client(&self) -> &AgentClient {
+        &self.client
+    }
+
+    /// A further connection, for calls that block (a reader thread,
+    /// GetOOMEvent) so they never hold up the agent's workers of the others.
+    pub fn connect(&self, call_timeout: Duration) -> Result<AgentClient> {
+        Ok(
+            AgentClient::connect(&self.uds, AGENT_VSOCK_PORT, Duration::from_secs(30))?
+                .with_call_timeout(call_timeout),
+        )
+    }
+
+    /// The last `lines` lines of the guest console.
+    pub fn console_tail(&self, lines: usize) -> String {
+        let console = self.guest.console();
+        let tail: Vec<&str> = console.lines().rev().take(lines).collect();
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    }
+}
+
+/// [`oci_spec`] for a container that shares the busybox rootfs with
+/// others: the root is read-only and `/tmp` a private tmpfs.
+pub fn container_spec(args: &[&str]) -> Value {
+    let mut spec = oci_spec(args);
+    spec["root"]["readonly"] = json!(true);
+    if let Some(mounts) = spec["mounts"].as_array_mut() {
+        mounts.push(json!({
+            "destination": "/tmp",
+            "type": "tmpfs",
+            "source": "tmpfs",
+            "options": ["nosuid", "nodev", "mode=1777", "size=16m"],
+        }));
+    }
+    spec
+}
+
+/// An OCI Process for ExecProcess: `args` as root in `/`, no terminal.
+pub fn process_spec(args: &[&str]) -> Value {
+    json!({
+        "terminal": false,
+        "user": { "uid": 0, "gid": 0 },
+        "args": args,
+        "env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin", "TERM=xterm"],
+        "cwd": "/",
+    })
+}
+
+/// A CreateContainer request for `spec` on the busybox rootfs, the
+/// container its own pod (sandbox id = container id), a terminal if
+/// `process.terminal` says so.
+pub fn create_request(id: &str, spec: &Value) -> CreateContainerRequest {
+    let mut req = CreateContainerRequest::new();
+    req.container_id = id.to_owned();
+    req.sandbox_id = id.to_owned();
+    req.oci_spec = spec.to_string().into_bytes();
+    req.rootfs_path = GUEST_BUSYBOX_ROOTFS.to_owned();
+    req.terminal = spec["process"]["terminal"].as_bool().unwrap_or(false);
+    req
+}
+
+/// Which output stream of a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// Reads `stream` of the process until EOF (an empty read). Each read
+/// times out with the client's call timeout; more than `max` bytes fail.
+pub fn read_to_eof(
+    client: &AgentClient,
+    id: &str,
+    exec_id: &str,
+    stream: Stream,
+    max: usize,
+) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let data = read_once(client, id, exec_id, stream)?;
+        if data.is_empty() {
+            return Ok(out);
+        }
+        out.extend_from_slice(&data);
+        ensure!(
+            out.len() <= max,
+            "{stream:?} of {id}/{exec_id:?}: more than {max} bytes"
+        );
+    }
+}
+
+/// Reads `stream` until what was read contains `needle`; returns it all.
+/// EOF first, or more than [`READ_CHUNK`] bytes without it, is an error.
+pub fn read_until(
+    client: &AgentClient,
+    id: &str,
+    exec_id: &str,
+    stream: Stream,
+    needle: &[u8],
+) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    while !out.windows(needle.len()).any(|w| w == needle) {
+        let data = read_once(client, id, exec_id, stream)?;
+        ensure!(
+            !data.is_empty(),
+            "{stream:?} of {id}/{exec_id:?} ended before {:?}; got {:?}",
+            String::from_utf8_lossy(needle),
+            String::from_utf8_lossy(&out)
+        );
+        out.extend_from_slice(&data);
+        ensure!(
+            out.len() <= READ_CHUNK as usize,
+            "{stream:?} of {id}/{exec_id:?}: no {:?} in {} bytes",
+            String::from_utf8_lossy(needle),
+            out.len()
+        );
+    }
+    Ok(out)
+}
+
+fn read_once(client: &AgentClient, id: &str, exec_id: &str, stream: Stream) -> Result<Vec<u8>> {
+    let data = match stream {
+        Stream::Stdout => client.read_stdout(id, exec_id, READ_CHUNK),
+        Stream::Stderr => client.read_stderr(id, exec_id, READ_CHUNK),
+    };
+    data.with_context(|| format!("{stream:?} of {id}/{exec_id:?}"))
+}
+
+/// `result` must be an agent error with `code`; returns the error (for a
+/// look at its message).
+pub fn expect_code<T: std::fmt::Debug>(
+    what: &str,
+    result: Result<T, ClientError>,
+    code: ttrpc::Code,
+) -> Result<ClientError> {
+    match result {
+        Ok(value) => bail!("{what}: expected {code:?}, got Ok({value:?})"),
+        Err(err) if err.code() == Some(code) => Ok(err),
+        Err(err) => bail!(
+            "{what}: expected {code:?}, got {:?}: {err:#}",
+            err.code(),
+            err = anyhow::Error::from(err)
+        ),
+    }
+}
+
+/// `result` must be a refusal by the agent (not UNIMPLEMENTED, not a
+/// transport failure) whose message names `needle`.
+pub fn expect_refusal<T: std::fmt::Debug>(
+    what: &str,
+    result: Result<T, ClientError>,
+    needle: &str,
+) -> Result<ClientError> {
+    match result {
+        Ok(value) => bail!("{what}: expected an error naming {needle:?}, got Ok({value:?})"),
+        Err(err) => {
+            let code = err.code();
+            ensure!(
+                code.is_some() && code != Some(ttrpc::Code::UNIMPLEMENTED),
+                "{what}: expected the agent to refuse, got {code:?}: {:#}",
+                anyhow::Error::from(err)
+            );
+            let message = err.status_message().unwrap_or_default();
+            ensure!(
+                message.contains(needle),
+                "{what}: the error ({code:?}) does not name {needle:?}: {message:?}"
+            );
+            Ok(err)
+        }
+    }
+}
+
+/// Writes all of `data` to the process's stdin, `chunk` bytes per
+/// WriteStdin, again from where a short write stopped.
+pub fn write_stdin_all(
+    client: &AgentClient,
+    id: &str,
+    exec_id: &str,
+    data: &[u8],
+    chunk: usize,
+) -> Result<()> {
+    let mut done = 0;
+    while done < data.len() {
+        let end = (done + chunk).min(data.len());
+        let n = client
+            .write_stdin(id, exec_id, &data[done..end])
+            .with_context(|| format!("WriteStdin to {id}/{exec_id:?} at byte {done}"))?;
+        let n = n as usize;
+        ensure!(
+            n > 0 && n <= end - done,
+            "WriteStdin to {id}/{exec_id:?} took {n} of {} bytes",
+            end - done
+        );
+        done += n;
+    }
+    Ok(())
+}
+
+/// What a process left: both streams to EOF and its exit status.
+#[derive(Debug, Clone)]
+pub struct ProcessOutput {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub status: i32,
+}
+
+impl ProcessOutput {
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    pub fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+}
+
+/// The most output [`Container::output`] takes per stream.
+const MAX_OUTPUT: usize = 1024 * 1024;
+
+/// A container created through the agent; removed (best effort) when
+/// dropped, so a failing case leaves nothing running.
+pub struct Container {
+    client: AgentClient,
+    id: String,
+    pid: u32,
+    removed: bool,
+}
+
+impl Container {
+    /// Creates container `id` from `spec` on the busybox rootfs (see
+    /// [`create_request`]); its process runs only on [`Container::start`].
+    pub fn create(client: &AgentClient, id: &str, spec: &Value) -> Result<Container> {
+        Container::create_with(client, &create_request(id, spec))
+            .with_context(|| format!("create container {id}"))
+    }
+
+    /// Creates a container from a request as given.
+    pub fn create_with(
+        client: &AgentClient,
+        req: &CreateContainerRequest,
+    ) -> Result<Container, ClientError> {
+        let pid = client.create_container(req)?;
+        Ok(Container {
+            client: client.clone(),
+            id: req.container_id.clone(),
+            pid,
+            removed: false,
+        })
+    }
+
+    /// Creates and starts container `id`, then takes its init's output.
+    pub fn run(client: &AgentClient, id: &str, spec: &Value) -> Result<ProcessOutput> {
+        let container = Container::create(client, id, spec)?;
+        container.start()?;
+        let out = container.output("")?;
+        container.remove()?;
+        Ok(out)
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The init's pid in the guest, as CreateContainer returned it.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    pub fn client(&self) -> &AgentClient {
+        &self.client
+    }
+
+    pub fn start(&self) -> Result<()> {
+        self.client
+            .start_container(&self.id)
+            .with_context(|| format!("start {}", self.id))
+    }
+
+    /// Starts `args` in the container as exec `exec_id`; returns its pid.
+    pub fn exec(&self, exec_id: &str, args: &[&str]) -> Result<u32> {
+        let process = process_spec(args).to_string();
+        self.client
+            .exec_process(&self.id, exec_id, process.as_bytes(), false)
+            .with_context(|| format!("exec {exec_id} {args:?} in {}", self.id))
+    }
+
+    /// Runs `args` as exec `exec_id` and takes its output.
+    pub fn exec_output(&self, exec_id: &str, args: &[&str]) -> Result<ProcessOutput> {
+        self.exec(exec_id, args)?;
+        self.output(exec_id)
+    }
+
+    /// Stdout then stderr of the process to EOF (so for small outputs:
+    /// a pipe the process fills while we read the other would stall),
+    /// then its exit status.
+    pub fn output(&self, exec_id: &str) -> Result<ProcessOutput> {
+        let stdout = read_to_eof(&self.client, &self.id, exec_id, Stream::Stdout, MAX_OUTPUT)?;
+        let stderr = read_to_eof(&self.client, &self.id, exec_id, Stream::Stderr, MAX_OUTPUT)?;
+        let status = self.wait(exec_id)?;
+        Ok(ProcessOutput {
+            stdout,
+            stderr,
+            status,
+        })
+    }
+
+    /// The process's exit status (128+signal if killed).
+    pub fn wait(&self, exec_id: &str) -> Result<i32> {
+        let resp = self
+            .client
+            .wait_process(&self.id, exec_id)
+            .with_context(|| format!("wait for {}/{exec_id:?}", self.id))?;
+        Ok(resp.exit_status)
+    }
+
+    pub fn signal(&self, exec_id: &str, signal: u32) -> Result<()> {
+        self.client
+            .signal_process(&self.id, exec_id, signal, false)
+            .with_context(|| format!("signal {signal} to {}/{exec_id:?}", self.id))
+    }
+
+    pub fn stats(&self) -> Result<StatsContainerResponse> {
+        self.client
+            .stats_container(&self.id)
+            .with_context(|| format!("stats of {}", self.id))
+    }
+
+    /// Removes the container (kills what is left) and checks the agent
+    /// took it.
+    pub fn remove(mut self) -> Result<()> {
+        self.removed = true;
+        self.client
+            .remove_container(&self.id, 0)
+            .with_context(|| format!("remove {}", self.id))
+    }
+}
+
+impl std::fmt::Debug for Container {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Container")
+            .field("id", &self.id)
+            .field("pid", &self.pid)
+            .finish()
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        if !self.removed {
+            let _ = self.client.remove_container(&self.id, 0);
+        }
+    }
+}
+
+/// Runs named cases one after another, each to its end whatever the others
+/// did, and reports every failure at the end.
+#[derive(Default)]
+pub struct Cases {
+    failures: Vec<(String, String)>,
+    passed: usize,
+}
+
+impl Cases {
+    pub fn new() -> Cases {
+        Cases::default()
+    }
+
+    /// Runs `case`; an error or a panic is recorded under `name`.
+    pub fn run(&mut self, name: &str, case: impl FnOnce() -> Result<()>) {
+        eprintln!("case {name}: running");
+        let start = Instant::now();
+        let outcome = match catch_unwind(AssertUnwindSafe(case)) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(err)) => Err(format!("{err:#}")),
+            Err(panic) => Err(panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .map_or_else(|| "panicked".into(), |msg| format!("panicked: {msg}"))),
+        };
+        let took = start.elapsed().as_secs_f64();
+        match outcome {
+            Ok(()) => {
+                self.passed += 1;
+                eprintln!("case {name}: ok ({took:.1} s)");
+            }
+            Err(msg) => {
+                eprintln!("case {name}: FAILED ({took:.1} s): {msg}");
+                self.failures.push((name.to_owned(), msg));
+            }
+        }
+    }
+
+    /// Ok if every case passed; else an error listing each failure and the
+    /// tail of the guest console.
+    pub fn finish(self, vm: &AgentVm) -> Result<()> {
+        if self.failures.is_empty() {
+            return Ok(());
+        }
+        let list: Vec<String> = self
+            .failures
+            .iter()
+            .map(|(name, msg)| format!("- {name}: {msg}"))
+            .collect();
+        Err(anyhow!(
+            "{} of {} cases failed:\n{}\nguest console tail:\n{}",
+            self.failures.len(),
+            self.failures.len() + self.passed,
+            list.join("\n"),
+            vm.console_tail(40)
+        ))
+    }
+}
+
+/// Calls `poll` every `every` until it returns `Some`, at most `timeout`.
+pub fn poll_until<T>(
+    what: &str,
+    timeout: Duration,
+    every: Duration,
+    mut poll: impl FnMut() -> Result<Option<T>>,
+) -> Result<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = poll()? {
+            return Ok(value);
+        }
+        if Instant::now() >= deadline {
+            bail!("{what}: not within {timeout:?}");
+        }
+        std::thread::sleep(every);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cases_collect_failures_and_panics() {
+        let mut cases = Cases::new();
+        cases.run("fine", || Ok(()));
+        cases.run("error", || bail!("boom"));
+        cases.run("panic", || panic!("oops"));
+        assert_eq!(cases.passed, 1);
+        let names: Vec<&str> = cases.failures.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["error", "panic"]);
+        assert!(cases.failures[1].1.contains("oops"));
+    }
+
+    #[test]
+    fn create_request_follows_the_spec() {
+        let mut spec = container_spec(&["sh"]);
+        assert_eq!(spec["root"]["readonly"], true);
+        assert!(spec["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["destination"] == "/tmp"));
+        spec["process"]["terminal"] = json!(true);
+        let req = create_request("c1", &spec);
+        assert_eq!(req.sandbox_id, "c1");
+        assert_eq!(req.rootfs_path, GUEST_BUSYBOX_ROOTFS);
+        assert!(req.terminal);
+        let back: Value = serde_json::from_slice(&req.oci_spec).unwrap();
+        assert_eq!(back, spec);
+    }
+
+    #[test]
+    fn expect_code_checks_the_code() {
+        let status = ttrpc::get_status(ttrpc::Code::NOT_FOUND, "no such container");
+        let err = || ClientError::Rpc {
+            method: "StartContainer",
+            source: ttrpc::Error::RpcStatus(status.clone()),
+        };
+        let got = expect_code::<()>("start", Err(err()), ttrpc::Code::NOT_FOUND).unwrap();
+        assert_eq!(got.status_message(), Some("no such container"));
+        assert!(expect_code::<()>("start", Err(err()), ttrpc::Code::ALREADY_EXISTS).is_err());
+        assert!(expect_code("start", Ok(()), ttrpc::Code::NOT_FOUND).is_err());
+    }
+}

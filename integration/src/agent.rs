@@ -70,6 +70,10 @@ impl AgentVm {
         spec.vcpus = 2;
         spec.memory_mib = 512;
         spec.vsock_uds = Some(uds.clone());
+        // VESSEL_GUEST_LOG=debug: the agent's log level, for debugging.
+        if let Ok(level) = std::env::var("VESSEL_GUEST_LOG") {
+            spec.extra_cmdline = format!("vessel.log={level}");
+        }
         let mut guest = Runner::VesselVmm.spawn(&spec)?;
         let client =
             connect_while_running(&mut guest, &uds, BOOT_TIMEOUT)?.with_call_timeout(call_timeout);

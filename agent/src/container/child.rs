@@ -130,12 +130,16 @@ impl LinuxChildSys {
         }
     }
 
+    /// Raw syscalls, not glibc's wrappers: those broadcast the change to
+    /// every thread glibc believes the process has, and after a raw
+    /// `clone3` it still believes in the agent's threads, so it would wait
+    /// for them forever.
     fn set_user(uid: libc::uid_t, gid: libc::gid_t) -> Result<(), i32> {
         prctl(libc::PR_SET_KEEPCAPS, 1)?;
-        // SAFETY: plain integer syscalls.
-        check(unsafe { libc::setresgid(gid, gid, gid) }.into())?;
+        // SAFETY: plain integer syscall.
+        check(unsafe { libc::syscall(libc::SYS_setresgid, gid, gid, gid) })?;
         // SAFETY: as above.
-        check(unsafe { libc::setresuid(uid, uid, uid) }.into())?;
+        check(unsafe { libc::syscall(libc::SYS_setresuid, uid, uid, uid) })?;
         prctl(libc::PR_SET_KEEPCAPS, 0)
     }
 
@@ -304,8 +308,9 @@ impl ChildSys for LinuxChildSys {
                 check(ret.into())
             }
             Step::SetGroups(groups) => {
+                // Raw, for the reason given at `set_user`.
                 // SAFETY: pointer and length describe `groups`.
-                check(unsafe { libc::setgroups(groups.len(), groups.as_ptr()) }.into())
+                check(unsafe { libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) })
             }
             Step::SetUser { uid, gid } => LinuxChildSys::set_user(*uid, *gid),
             Step::DropBounding { keep, last } => {

@@ -183,6 +183,7 @@ impl Spawner for LinuxSpawner {
             return Err(clone_err);
         }
         let pid = ret as i32;
+        tracing::debug!(pid, steps = plan.steps.len(), "cloned");
         // SAFETY: clone3 stored a new pidfd owned by nobody else.
         let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
         drop(reports_tx);

@@ -15,6 +15,13 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
+
+/// FNV-1a (64-bit), as the guest's sink computes it.
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+fn fnv1a(hash: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(hash, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+}
 use vessel_integration::{guest_kernel, positive_flag, test_initramfs, GuestSpec, Runner};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
@@ -40,19 +47,29 @@ fn main() -> Result<()> {
     stream.set_read_timeout(Some(BOOT_TIMEOUT))?;
 
     let total = mib * 1024 * 1024;
-    let chunk = vec![0xa5u8; 64 * 1024];
+    // A pattern that shifts from chunk to chunk, so a lost, repeated or
+    // reordered chunk changes the hash.
+    let pattern: Vec<u8> = (0..64 * 1024 + 251).map(|i| (i % 251) as u8).collect();
     let start = Instant::now();
     stream.write_all(&total.to_le_bytes())?;
     let mut sent = 0u64;
+    let mut hash = FNV_OFFSET;
     while sent < total {
-        let n = (total - sent).min(chunk.len() as u64) as usize;
-        stream.write_all(&chunk[..n])?;
+        let n = (total - sent).min(64 * 1024) as usize;
+        let skew = (sent % 251) as usize;
+        let chunk = &pattern[skew..skew + n];
+        stream.write_all(chunk)?;
+        hash = fnv1a(hash, chunk);
         sent += n as u64;
     }
     let mut count = [0u8; 8];
     stream
         .read_exact(&mut count)
         .context("read the guest's byte count")?;
+    let mut guest_hash = [0u8; 8];
+    stream
+        .read_exact(&mut guest_hash)
+        .context("read the guest's hash")?;
     let up = start.elapsed();
     ensure!(
         u64::from_le_bytes(count) == total,
@@ -60,6 +77,11 @@ fn main() -> Result<()> {
         u64::from_le_bytes(count)
     );
 
+    ensure!(
+        u64::from_le_bytes(guest_hash) == hash,
+        "the guest received different bytes than were sent (FNV-1a {:#x}, sent {hash:#x})",
+        u64::from_le_bytes(guest_hash)
+    );
     let start = Instant::now();
     let mut buf = vec![0u8; 256 * 1024];
     let mut got = 0u64;

@@ -99,6 +99,11 @@ impl AgentVm {
         )
     }
 
+    /// The VMM's log (warnings of its devices).
+    pub fn vmm_log(&self) -> String {
+        self.guest.vmm_log()
+    }
+
     /// The last `lines` lines of the guest console.
     pub fn console_tail(&self, lines: usize) -> String {
         let console = self.guest.console();
@@ -491,11 +496,12 @@ impl Cases {
             .map(|(name, msg)| format!("- {name}: {msg}"))
             .collect();
         Err(anyhow!(
-            "{} of {} cases failed:\n{}\nguest console tail:\n{}",
+            "{} of {} cases failed:\n{}\nguest console tail:\n{}\nVMM log:\n{}",
             self.failures.len(),
             self.failures.len() + self.passed,
             list.join("\n"),
-            vm.console_tail(40)
+            vm.console_tail(40),
+            vm.vmm_log()
         ))
     }
 }

@@ -220,6 +220,11 @@ impl RunningGuest {
             .clone()
     }
 
+    /// The VMM's own log (its stderr) so far.
+    pub fn vmm_log(&self) -> String {
+        self.stderr.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// Time from spawn to the test init's start marker, once it appeared.
     pub fn to_init_marker(&self) -> Option<Duration> {
         self.console.lock().unwrap_or_else(|p| p.into_inner()).1

@@ -7,13 +7,23 @@
 //!
 //! The sink protocol:
 //! The host sends an 8-byte little-endian length N, then N bytes; the guest
-//! reads them all, answers with the 8-byte count it read, then sends N bytes
+//! reads them all, answers with the 8-byte count it read and the 8-byte
+//! FNV-1a hash of the bytes, then sends N bytes
 //! back and closes. Times are taken on the host.
 
 use std::io::{Read, Write};
 use std::os::fd::FromRawFd;
 
 use crate::sys::{check, SysResult};
+
+/// FNV-1a (64-bit) over the bytes the sink received: the host checks that
+/// nothing was lost, reordered or changed on the way.
+pub const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// Folds `bytes` into an FNV-1a hash.
+pub fn fnv1a(hash: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(hash, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+}
 
 /// The vsock port the sink listens on.
 pub const PORT: u32 = 5000;
@@ -92,6 +102,7 @@ pub fn serve() -> SysResult<u64> {
     let total = u64::from_le_bytes(header);
     let mut buf = vec![0u8; 256 * 1024];
     let mut got = 0u64;
+    let mut hash = FNV_OFFSET;
     while got < total {
         let n = stream
             .read(&mut buf)
@@ -99,11 +110,15 @@ pub fn serve() -> SysResult<u64> {
         if n == 0 {
             break;
         }
+        hash = fnv1a(hash, &buf[..n]);
         got += n as u64;
     }
     stream
         .write_all(&got.to_le_bytes())
         .map_err(|e| format!("write count: {e}"))?;
+    stream
+        .write_all(&hash.to_le_bytes())
+        .map_err(|e| format!("write hash: {e}"))?;
     buf.fill(0x5a);
     let mut sent = 0u64;
     while sent < got {

@@ -13,6 +13,8 @@ pub enum Call {
     Mount(Mount),
     Mkdir(String),
     SwitchRoot(String),
+    ThreadStack(usize),
+    LockMemory,
     SetTime(i64, u32),
     SetHostname(String),
     AddEntropy(Vec<u8>),
@@ -62,6 +64,15 @@ impl Sys for FakeSys {
 
     fn mkdir(&self, path: &Path) -> io::Result<()> {
         self.record(Call::Mkdir(path.display().to_string()));
+        Ok(())
+    }
+
+    fn set_thread_stack(&self, bytes: usize) {
+        self.record(Call::ThreadStack(bytes));
+    }
+
+    fn lock_memory(&self) -> io::Result<()> {
+        self.record(Call::LockMemory);
         Ok(())
     }
 

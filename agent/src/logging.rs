@@ -31,13 +31,11 @@ pub fn level_from_cmdline(cmdline: &str) -> (LevelFilter, Option<String>) {
     }
 }
 
-/// The level the kernel command line asks for, read through `sys` (proc must
-/// be mounted); the default if it cannot be read.
-pub fn level_from_kernel(sys: &dyn Sys) -> (LevelFilter, Option<String>) {
-    let cmdline = sys
-        .read_to_string(Path::new("/proc/cmdline"))
-        .unwrap_or_default();
-    level_from_cmdline(&cmdline)
+/// The kernel command line, read through `sys` (proc must be mounted);
+/// empty if it cannot be read.
+pub fn kernel_cmdline(sys: &dyn Sys) -> String {
+    sys.read_to_string(Path::new("/proc/cmdline"))
+        .unwrap_or_default()
 }
 
 /// Logs to stderr (the console for PID 1) at `level`, with uptime stamps;
@@ -81,6 +79,7 @@ mod tests {
     fn reads_the_kernel_cmdline() {
         let sys = crate::fake::FakeSys::default();
         sys.set_cmdline("console=ttyS0 vessel.log=error\n");
-        assert_eq!(level_from_kernel(&sys), (LevelFilter::ERROR, None));
+        let cmdline = kernel_cmdline(&sys);
+        assert_eq!(level_from_cmdline(&cmdline), (LevelFilter::ERROR, None));
     }
 }

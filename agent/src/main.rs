@@ -8,6 +8,7 @@
 //! reboot), for tests on a host.
 
 mod container;
+mod emulated;
 mod error;
 #[cfg(test)]
 mod fake;
@@ -126,10 +127,16 @@ fn run_guest() -> Box<dyn Error> {
         // Nowhere to say it if this failed; carry on serving regardless.
         let _ = e;
     }
-    let (level, unknown) = logging::level_from_kernel(sys.as_ref());
+    let cmdline = logging::kernel_cmdline(sys.as_ref());
+    let (level, unknown) = logging::level_from_cmdline(&cmdline);
     logging::init(level);
     if let Some(value) = unknown {
         tracing::warn!(value, "unknown vessel.log level; using info");
+    }
+    match emulated::apply(sys.as_ref(), &cmdline) {
+        Ok(true) => tracing::info!("emulated-CPL0 profile: agent memory locked"),
+        Ok(false) => {}
+        Err(e) => tracing::error!(error = %e, "emulated-CPL0 profile: locking memory"),
     }
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),

@@ -53,6 +53,10 @@ pub trait Sys: Send + Sync {
     fn reboot(&self) -> io::Error;
     /// `waitpid(-1, WNOHANG)`: a reaped child, or `None` if none is ready.
     fn wait_any_nohang(&self) -> io::Result<Option<(i32, WaitStatus)>>;
+    /// Sets the stack size of threads started from now on.
+    fn set_thread_stack(&self, bytes: usize);
+    /// Keeps all pages resident, now and later (`mlockall`).
+    fn lock_memory(&self) -> io::Result<()>;
 }
 
 fn cstring(s: &str) -> io::Result<CString> {
@@ -90,6 +94,16 @@ pub fn rand_pool_info(data: &[u8]) -> io::Result<Vec<i32>> {
 pub struct LinuxSys;
 
 impl Sys for LinuxSys {
+    fn set_thread_stack(&self, bytes: usize) {
+        // Read by std when it starts its first thread; no thread runs yet.
+        std::env::set_var("RUST_MIN_STACK", bytes.to_string());
+    }
+
+    fn lock_memory(&self) -> io::Result<()> {
+        // SAFETY: integer-only syscall.
+        check(unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) })
+    }
+
     fn mount(&self, m: &Mount) -> io::Result<()> {
         let source = cstring(m.source)?;
         let target = cstring(m.target)?;
@@ -238,6 +252,12 @@ impl Sys for LinuxSys {
 pub struct HostSys;
 
 impl Sys for HostSys {
+    fn set_thread_stack(&self, _bytes: usize) {}
+
+    fn lock_memory(&self) -> io::Result<()> {
+        Ok(())
+    }
+
     fn mount(&self, m: &Mount) -> io::Result<()> {
         tracing::info!(target = m.target, "host mode: not mounting");
         Ok(())

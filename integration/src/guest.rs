@@ -222,7 +222,10 @@ impl RunningGuest {
 
     /// The VMM's own log (its stderr) so far.
     pub fn vmm_log(&self) -> String {
-        self.stderr.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.stderr
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Time from spawn to the test init's start marker, once it appeared.

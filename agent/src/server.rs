@@ -27,11 +27,23 @@ impl Service {
     }
 }
 
+/// Workers each connection starts with: enough for the blocking calls one
+/// client makes at once (a read of each stream, a wait), so few are started
+/// later, while requests are in flight.
+const WORKERS_AT_CONNECT: usize = 4;
+/// Idle workers a connection keeps instead of ending them. Starting and
+/// ending threads changes the address space, which on an emulated-CPL0 host
+/// can spoil a concurrent receive (see `emulated.rs`): keep them.
+const MAX_IDLE_WORKERS: usize = 32;
+
 /// Starts serving `service` on `addr` (`vsock://-1:1024`, `unix:///path`);
 /// the server runs on its own threads until dropped or shut down.
 pub fn start(addr: &str, service: Service) -> ttrpc::Result<ttrpc::Server> {
     let service: Arc<dyn AgentService + Send + Sync> = Arc::new(service);
     let mut server = ttrpc::Server::new()
+        .set_thread_count_default(WORKERS_AT_CONNECT)
+        .set_thread_count_min(1)
+        .set_thread_count_max(MAX_IDLE_WORKERS)
         .bind(addr)?
         .register_service(create_agent_service(service));
     server.start()?;

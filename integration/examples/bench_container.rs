@@ -28,14 +28,11 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, ensure, Context, Result};
 use vessel_agent_protocol::AgentClient;
 use vessel_integration::agent::{
-    container_spec, create_request, read_to_eof, write_stdin_all, Stream,
+    container_spec, create_request, read_to_eof, write_stdin_all, Stream, STDIN_CHUNK,
 };
 use vessel_integration::{positive_flags, runc_bundle, AgentVm, Container};
 
 const USAGE: &str = "bench_container [--rounds N] [--stdin-mib N]";
-/// Per agent call; each WriteStdin/ReadStdout moves at most a chunk.
-const CALL_TIMEOUT: Duration = Duration::from_secs(120);
-const STDIN_CHUNK: usize = 256 * 1024;
 const MIB: usize = 1024 * 1024;
 
 fn main() -> Result<()> {

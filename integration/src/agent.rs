@@ -22,6 +22,13 @@ pub const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 /// What one ReadStdout/ReadStderr asks for.
 pub const READ_CHUNK: u32 = 64 * 1024;
 
+/// Bytes per WriteStdin. On an emulated-CPL0 host, a guest-kernel copy of a
+/// large vsock receive into the agent can come out corrupt once the agent
+/// has forked (see agent/src/emulated.rs): requests that fit one vsock
+/// packet (3,732 payload bytes here) have not shown it. Real hosts can use
+/// far larger chunks.
+pub const STDIN_CHUNK: usize = 3000;
+
 /// Connects to the agent through the VMM's hybrid vsock socket `uds`,
 /// retrying while the VMM runs, at most `timeout`; a VMM that exits first
 /// fails at once, with its console.

@@ -1,5 +1,5 @@
 //! A container's stdio through the agent: a terminal with a window size
-//! set by TtyWinResize, a byte stream through `cat` (WriteStdin in chunks,
+//! set by TtyWinResize, a byte stream through `cat` (WriteStdin in 3,000-byte chunks,
 //! CloseStdin, ReadStdout on another connection at the same time), and
 //! back-pressure (output nobody reads for a while is held, not dropped).
 //!
@@ -14,15 +14,15 @@ use std::time::Duration;
 use anyhow::{anyhow, ensure, Context, Result};
 use serde_json::json;
 use vessel_agent_protocol::AgentClient;
-use vessel_integration::agent::{container_spec, read_to_eof, write_stdin_all, Stream};
+use vessel_integration::agent::{
+    container_spec, read_to_eof, write_stdin_all, Stream, STDIN_CHUNK,
+};
 use vessel_integration::{AgentVm, Cases, Container};
 
 /// Per call; WaitProcess and reads of a live process block up to this.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Bytes through `cat` (10 MiB in the benchmark).
 const STDIN_BYTES: usize = 256 * 1024;
-/// Bytes per WriteStdin.
-const WRITE_CHUNK: usize = 32 * 1024;
 /// What the back-pressure case prints.
 const FLOOD_BYTES: usize = 200_000;
 
@@ -88,7 +88,7 @@ fn stdin_stream(vm: &AgentVm) -> Result<()> {
         read_to_eof(&reader_client, &id, "", Stream::Stdout, 2 * STDIN_BYTES)
     });
     let data = pseudo_random(STDIN_BYTES);
-    let written = write_stdin_all(client, c.id(), "", &data, WRITE_CHUNK)
+    let written = write_stdin_all(client, c.id(), "", &data, STDIN_CHUNK)
         .and_then(|()| Ok(client.close_stdin(c.id(), "")?));
     let read = reader
         .join()

@@ -33,6 +33,8 @@ use vessel_integration::agent::{
 use vessel_integration::{positive_flags, runc_bundle, AgentVm, Container};
 
 const USAGE: &str = "bench_container [--rounds N] [--stdin-mib N]";
+/// Per agent call; each WriteStdin/ReadStdout moves at most a chunk.
+const CALL_TIMEOUT: Duration = Duration::from_secs(120);
 const MIB: usize = 1024 * 1024;
 
 fn main() -> Result<()> {

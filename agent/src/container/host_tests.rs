@@ -7,11 +7,12 @@ use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
+use oci_spec::runtime::Spec;
 use serde_json::json;
 
 use super::plan::Report;
-use super::spawn::{LinuxSpawner, SpawnRequest, Spawner};
-use super::spec::{init_plan, parse_spec, GuestFacts, ProcessIo};
+use super::spawn::{LinuxSpawner, SpawnRequest, Spawned, Spawner};
+use super::spec::{init_plan, parse_spec, GuestFacts, InitPlan, ProcessIo};
 use super::stdio::{Output, Stdio};
 
 const BUSYBOX: &str = "/bin/busybox";
@@ -36,6 +37,21 @@ fn busybox_rootfs() -> Option<tempfile::TempDir> {
     std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::os::unix::fs::symlink("busybox", dir.path().join("bin/sh")).unwrap();
     Some(dir)
+}
+
+/// Plans the init of `spec` and starts it with no cgroup.
+fn spawn_init(spec: &Spec, rootfs: &Path, io: &ProcessIo) -> (InitPlan, Spawned) {
+    let mut init = init_plan(spec, rootfs, io, None, GuestFacts { last_cap: 40 }).unwrap();
+    let spawned = LinuxSpawner
+        .spawn(SpawnRequest {
+            plan: &mut init.plan,
+            namespaces: init.namespaces,
+            cgroup: None,
+            pid_ns_of: None,
+            id_maps: None,
+        })
+        .unwrap();
+    (init, spawned)
 }
 
 /// Runs `script` in a container on the host; returns (stdout, stderr,
@@ -65,19 +81,7 @@ fn run(rootfs: &Path, script: &str, stdin: &[u8]) -> (String, String, i32) {
     )
     .unwrap();
     let (stdio, ends) = Stdio::pipes().unwrap();
-    let ProcessIo::Pipes { .. } = ends.io else {
-        unreachable!()
-    };
-    let mut init = init_plan(&spec, rootfs, &ends.io, None, GuestFacts { last_cap: 40 }).unwrap();
-    let mut spawned = LinuxSpawner
-        .spawn(SpawnRequest {
-            plan: &mut init.plan,
-            namespaces: init.namespaces,
-            cgroup: None,
-            pid_ns_of: None,
-            id_maps: None,
-        })
-        .unwrap();
+    let (init, mut spawned) = spawn_init(&spec, rootfs, &ends.io);
     drop(ends);
     let ready = spawned.next_report().unwrap();
     assert_eq!(
@@ -151,23 +155,7 @@ fn a_missing_command_fails_before_start_naming_it() {
     )
     .unwrap();
     let (_stdio, ends) = Stdio::pipes().unwrap();
-    let mut init = init_plan(
-        &spec,
-        rootfs.path(),
-        &ends.io,
-        None,
-        GuestFacts { last_cap: 40 },
-    )
-    .unwrap();
-    let mut spawned = LinuxSpawner
-        .spawn(SpawnRequest {
-            plan: &mut init.plan,
-            namespaces: init.namespaces,
-            cgroup: None,
-            pid_ns_of: None,
-            id_maps: None,
-        })
-        .unwrap();
+    let (init, mut spawned) = spawn_init(&spec, rootfs.path(), &ends.io);
     let report = spawned.next_report().unwrap().expect("a failure report");
     assert_eq!(report.errno, libc::ENOENT);
     assert_eq!(

@@ -99,11 +99,16 @@ impl AgentVm {
 
     /// A further connection, for calls that block (a reader thread,
     /// GetOOMEvent) so they never hold up the agent's workers of the others.
+    ///
+    /// It makes one round trip before handing the connection out: by its
+    /// answer the agent has set the connection up (started its threads). On
+    /// an emulated-CPL0 host a large request arriving while it does so can
+    /// be spoiled (agent/README.md).
     pub fn connect(&self, call_timeout: Duration) -> Result<AgentClient> {
-        Ok(
-            AgentClient::connect(&self.uds, AGENT_VSOCK_PORT, Duration::from_secs(30))?
-                .with_call_timeout(call_timeout),
-        )
+        let client = AgentClient::connect(&self.uds, AGENT_VSOCK_PORT, Duration::from_secs(30))?
+            .with_call_timeout(call_timeout);
+        client.check().context("Check on a new connection")?;
+        Ok(client)
     }
 
     /// The VMM's log (warnings of its devices).

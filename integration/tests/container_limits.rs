@@ -20,7 +20,9 @@ use vessel_integration::agent::{container_spec, poll_until};
 use vessel_integration::{AgentVm, Cases, Container};
 
 /// Per call; WaitProcess and reads of a live process block up to this.
-const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// The OOM case's allocation runs into memory reclaim, which takes a minute
+/// or more of emulated guest kernel here: reads of its output wait that long.
+const CALL_TIMEOUT: Duration = Duration::from_secs(180);
 /// How long GetOOMEvent may wait for the OOM kill.
 const OOM_TIMEOUT: Duration = Duration::from_secs(180);
 const MIB: u64 = 1024 * 1024;

@@ -153,15 +153,7 @@ impl AgentClient {
         let mut backoff = FIRST_BACKOFF;
         loop {
             let last = match Self::try_connect(path, port, start + timeout) {
-                Ok(stream) => {
-                    // One round trip before the caller's first call: by its
-                    // answer the agent has set this connection up (started
-                    // its threads). On an emulated-CPL0 host, a large request
-                    // arriving while the agent does so can be spoiled.
-                    let client = Self::from_stream(stream)?;
-                    client.check()?;
-                    return Ok(client);
-                }
+                Ok(stream) => return Self::from_stream(stream),
                 Err(e) => e,
             };
             let waited = start.elapsed();

@@ -162,8 +162,8 @@ fn run_guest() -> Box<dyn Error> {
 /// memory-event setup failure is logged: the agent still serves, and
 /// container calls report the failure.
 fn container_engine(reaper: Arc<reaper::Reaper>, sys: &dyn Sys) -> container::Engine {
-    use container::cgroup::{Cgroups, RealCgroupFs};
-    let cgroups = Cgroups::new(Arc::new(RealCgroupFs), "/sys/fs/cgroup".into());
+    use container::cgroup::{Cgroups, RealCgroupFs, DEFAULT_ROOT};
+    let cgroups = Cgroups::new(Arc::new(RealCgroupFs), DEFAULT_ROOT.into());
     if let Err(e) = cgroups.init() {
         tracing::error!(error = %chain(&e), "setting up cgroups");
     }

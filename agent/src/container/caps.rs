@@ -101,7 +101,6 @@ pub fn cap_number(cap: Capability) -> u32 {
 }
 
 /// The process's capability sets; a set the spec leaves out is empty.
-#[allow(dead_code)] // used by the engine
 pub fn cap_sets(caps: &LinuxCapabilities) -> CapSets {
     let mask = |set: &Option<Capabilities>| {
         set.iter()
@@ -128,13 +127,11 @@ pub fn cap_sets(caps: &LinuxCapabilities) -> CapSets {
 
 /// The highest capability number this code knows (CAP_CHECKPOINT_RESTORE,
 /// 40); the kernel may know more.
-#[allow(dead_code)] // used by the engine
 pub fn last_cap() -> u32 {
     LAST_CAP
 }
 
 /// The capability numbers in `mask`, lowest first.
-#[allow(dead_code)] // used by the engine
 pub fn mask_bits(mask: u64) -> impl Iterator<Item = u32> {
     let mut rest = mask;
     std::iter::from_fn(move || {
@@ -150,7 +147,6 @@ pub fn mask_bits(mask: u64) -> impl Iterator<Item = u32> {
 /// The header and the two data words (capabilities 0-31, then 32-63) of a
 /// raw `capset(2)` setting the calling thread's effective, permitted and
 /// inheritable sets.
-#[allow(dead_code)] // used by the engine
 pub fn capset_data(sets: &CapSets) -> (CapUserHeader, [CapUserData; 2]) {
     let word = |shift: u32| CapUserData {
         effective: (sets.effective >> shift) as u32,

@@ -90,7 +90,6 @@ pub use stats::{
 };
 
 /// Where cgroup v2 is mounted in the guest.
-#[allow(dead_code)] // used by the engine
 pub const DEFAULT_ROOT: &str = "/sys/fs/cgroup";
 
 /// The agent's directory under the root.
@@ -208,7 +207,6 @@ impl fmt::Debug for Cgroups {
     }
 }
 
-#[allow(dead_code)] // used by the engine
 impl Cgroups {
     /// A manager for cgroup v2 mounted at `root` (no syscall yet).
     pub fn new(fs: Arc<dyn CgroupFs>, root: PathBuf) -> Cgroups {
@@ -336,9 +334,9 @@ impl fmt::Debug for Cgroup {
     }
 }
 
-#[allow(dead_code)] // used by the engine
 impl Cgroup {
     /// The cgroup's directory.
+    #[cfg(test)]
     pub fn path(&self) -> &Path {
         &self.path
     }

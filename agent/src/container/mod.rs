@@ -202,7 +202,7 @@ impl Engine {
             .ok_or_else(|| ContainerError::NotFound(id.to_string()))
     }
 
-    /// The pidfd of the pod's namespace holder, if the pod has one alive.
+    /// The container holding the pod's namespaces, if its init still runs.
     fn pod_holder(&self, sandbox_id: &str) -> Option<Arc<Container>> {
         let holder = lock(&self.pods).get(sandbox_id).cloned()?;
         let container = self.get(&holder).ok()?;

@@ -81,7 +81,6 @@ fn owned_fd(fd: libc::c_int) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-#[allow(dead_code)] // used by the engine
 impl OomWatcher {
     /// An inotify instance and the thread reading it.
     pub fn start() -> io::Result<OomWatcher> {
@@ -170,6 +169,7 @@ impl OomWatcher {
     }
 
     /// Like [`OomWatcher::next`], but `None` after `timeout`.
+    #[cfg(test)]
     pub fn next_timeout(&self, timeout: Duration) -> Option<String> {
         let state = self.shared.lock();
         let (mut state, _) = self

@@ -100,7 +100,6 @@ const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
 ///
 /// [`compile`] makes at most one filter.
 #[derive(Debug, Clone)]
-#[allow(dead_code)] // used by the engine
 pub struct SeccompProgram {
     /// The filters, first to install first; empty when there is nothing to
     /// install (default ALLOW and no other action).
@@ -156,7 +155,6 @@ pub enum SeccompError {
 
 /// Compiles an OCI seccomp profile for x86_64; see the module documentation
 /// for the semantics.
-#[allow(dead_code)] // used by the engine
 pub fn compile(profile: &LinuxSeccomp) -> Result<SeccompProgram, SeccompError> {
     if profile.listener_path().is_some() {
         return Err(SeccompError::UnsupportedNotify);

@@ -111,7 +111,6 @@ impl CgroupError {
     /// The error's kind, for mapping to a ttrpc status: `InvalidInput` for a
     /// bad request, `AlreadyExists` for a stale container cgroup, `NotFound`,
     /// `Unsupported` for what the kernel lacks, or the OS error's kind.
-    #[allow(dead_code)] // used by the engine
     pub fn kind(&self) -> io::ErrorKind {
         match self {
             CgroupError::InvalidId(_) | CgroupError::InvalidResource { .. } => {

@@ -329,7 +329,6 @@ fn log_ignored(cgroup: &Cgroup, ignored: &[&'static str]) {
     }
 }
 
-#[allow(dead_code)] // used by the engine
 impl Cgroup {
     /// Applies `resources` (at create, and for UpdateContainer): validates
     /// all, then writes each set limit once. A refused spec writes nothing.

@@ -55,7 +55,6 @@ pub struct CgroupStats {
     pub io: IoStats,
 }
 
-#[allow(dead_code)] // used by the engine
 impl Cgroup {
     /// The pids in the cgroup (`cgroup.procs`).
     pub fn pids(&self) -> Result<Vec<i32>, CgroupError> {
@@ -65,6 +64,7 @@ impl Cgroup {
 
     /// Whether any process lives in the cgroup (`populated` in
     /// `cgroup.events`).
+    #[cfg(test)]
     pub fn is_populated(&self) -> Result<bool, CgroupError> {
         let (path, text) = self.read("cgroup.events")?;
         let [populated] = parse_flat_keyed(&path, &text, ["populated"])?;

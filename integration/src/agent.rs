@@ -507,13 +507,14 @@ impl Cases {
             .iter()
             .map(|(name, msg)| format!("- {name}: {msg}"))
             .collect();
+        // The list comes last, so that a truncated log still shows it.
         Err(anyhow!(
-            "{} of {} cases failed:\n{}\nguest console tail:\n{}\nVMM log:\n{}",
+            "guest console tail:\n{}\nVMM log:\n{}\n{} of {} cases failed:\n{}",
+            vm.console_tail(40),
+            vm.vmm_log(),
             self.failures.len(),
             self.failures.len() + self.passed,
             list.join("\n"),
-            vm.console_tail(40),
-            vm.vmm_log()
         ))
     }
 }

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use super::cgroup::CgroupFs;
 use super::plan::{ChildSys, Report, Step};
-use super::spawn::{pipe, SpawnRequest, Spawned, Spawner};
+use super::spawn::{pipe, Reports, SpawnRequest, Spawned, Spawner};
 
 /// Logs each step (Debug form); fails the steps it is told to; reads and
 /// writes real fds for the flow-control steps.
@@ -151,8 +151,8 @@ impl Spawner for FakeSpawner {
         Ok(Spawned {
             pid,
             pidfd: OwnedFd::from(File::open("/dev/null")?),
-            reports: reports_rx,
             start,
+            reports: Reports::new(reports_rx),
         })
     }
 }

@@ -3,7 +3,7 @@
 //! pipes and the exit status, without the guest. The host's cgroups are v1,
 //! so these runs use no cgroup; the guest tests cover that part.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
@@ -112,8 +112,7 @@ fn run(rootfs: &Path, script: &str, stdin: &[u8]) -> (String, String, i32) {
     // SAFETY: waits for our own child; `status` is a valid out-pointer.
     let reaped = unsafe { libc::waitpid(spawned.pid, &mut status, 0) };
     assert_eq!(reaped, spawned.pid);
-    let mut rest = Vec::new();
-    spawned.reports.read_to_end(&mut rest).unwrap();
+    while spawned.next_report().unwrap().is_some() {}
     (out, err, status)
 }
 

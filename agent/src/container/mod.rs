@@ -41,6 +41,7 @@ use self::error::ContainerError;
 use self::oom::OomWatcher;
 use self::plan::Plan;
 use self::seccomp::SeccompProgram;
+use self::spawn::Reports;
 use self::spawn::Spawner;
 use self::spec::GuestFacts;
 use self::stdio::Stdio;
@@ -93,7 +94,7 @@ pub struct Process {
 #[derive(Debug)]
 struct Starter {
     start: File,
-    reports: File,
+    reports: Reports,
     plan: Plan,
 }
 

@@ -4,7 +4,6 @@ use std::io::Write;
 
 use super::create::setup_error;
 use super::error::ContainerError;
-use super::spawn::read_report;
 use super::{lock, Engine, State};
 
 impl Engine {
@@ -23,7 +22,7 @@ impl Engine {
             .write_all(&[1])
             .map_err(ContainerError::sys("telling the init to start"))?;
         // EOF: execve closed the report pipe. A report: it failed.
-        match read_report(&mut starter.reports) {
+        match starter.reports.next() {
             Ok(None) => {
                 container.set_state(State::Running);
                 tracing::info!(id, pid = container.init.pid, "container started");

@@ -17,6 +17,7 @@ mod init;
 mod logging;
 mod reaper;
 mod server;
+mod share;
 mod sys;
 
 use std::error::Error;
@@ -143,6 +144,13 @@ fn run_guest() -> Box<dyn Error> {
         kernel = %sys.kernel_release().unwrap_or_default(),
         "vessel-agent starting"
     );
+    // Without its share the host's containers have no rootfs: fatal.
+    if let Some(tag) = share::tag_from_cmdline(&cmdline) {
+        if let Err(e) = share::mount(sys.as_ref(), tag) {
+            return format!("the virtio-fs share {tag:?}: {}", chain(&e)).into();
+        }
+        tracing::info!(tag, dir = share::SHARED_DIR, "virtio-fs share mounted");
+    }
 
     let guest = Guest::new(sys.clone());
     let reaper = Arc::new(reaper::Reaper::default());

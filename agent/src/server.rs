@@ -154,6 +154,7 @@ impl AgentService for Service {
                 spec: req.oci_spec,
                 rootfs: req.rootfs_path,
                 terminal: req.terminal,
+                overlay: req.rootfs_overlay,
             })
             .map_err(AgentError::from)?;
         let mut resp = agent::CreateContainerResponse::new();

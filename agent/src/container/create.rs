@@ -4,12 +4,14 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::error::{check_id, ContainerError, SpecError};
+use super::overlay::{Overlay, OVERLAY_ROOT};
 use super::plan::Report;
+use super::share;
 use super::spawn::{SpawnRequest, Spawned};
 use super::spec::{init_plan, parse_spec};
 use super::stdio::Stdio;
@@ -31,6 +33,8 @@ pub struct CreateRequest {
     pub rootfs: String,
     /// A terminal for the init (also when the spec's process asks).
     pub terminal: bool,
+    /// A guest-side writable layer over the rootfs (overlayfs on tmpfs).
+    pub overlay: bool,
 }
 
 /// Releases a reserved id when the create ends, however it ends.
@@ -56,14 +60,28 @@ impl Engine {
             req.sandbox_id.clone()
         };
         let spec = parse_spec(&req.spec)?;
-        let rootfs = rootfs_of(&req, &spec)?;
+        let lower = rootfs_of(&req, &spec)?;
         let _reservation = self.reserve(&req.id)?;
+        let overlay = req
+            .overlay
+            .then(|| Overlay::mount(Path::new(OVERLAY_ROOT), &req.id, &lower))
+            .transpose()?;
+        let rootfs = overlay.as_ref().map_or(lower, |o| o.merged().to_path_buf());
 
         let holder = self.pod_holder(&sandbox_id);
         let resources = spec.linux().as_ref().and_then(|l| l.resources().clone());
-        let cgroup = self
+        let cgroup = match self
             .cgroups
-            .create(&sandbox_id, &req.id, resources.as_ref())?;
+            .create(&sandbox_id, &req.id, resources.as_ref())
+        {
+            Ok(cgroup) => cgroup,
+            Err(e) => {
+                if let Some(overlay) = overlay {
+                    overlay.remove();
+                }
+                return Err(e.into());
+            }
+        };
         let made = (|| {
             let terminal =
                 req.terminal || spec.process().as_ref().and_then(|p| p.terminal()) == Some(true);
@@ -116,6 +134,9 @@ impl Engine {
                 if let Err(cleanup) = cgroup.remove() {
                     tracing::warn!(id = %req.id, error = %cleanup, "removing the cgroup of a failed create");
                 }
+                if let Some(overlay) = overlay {
+                    overlay.remove();
+                }
                 return Err(e);
             }
         };
@@ -134,6 +155,7 @@ impl Engine {
             state: Mutex::new(State::Created),
             starter: Mutex::new(Some(starter)),
             execs: Mutex::new(HashMap::new()),
+            overlay: Mutex::new(overlay),
         });
         lock(&self.containers).insert(req.id.clone(), container.clone());
         if holder.is_none() {
@@ -155,7 +177,9 @@ impl Engine {
     }
 }
 
-/// The rootfs: the request's path, else the spec's root.path (absolute).
+/// The rootfs: the request's path, else the spec's root.path. A relative
+/// path, or one under the share's mount point, is resolved inside the
+/// host's share ([`share::resolve`]); another absolute path is the guest's.
 fn rootfs_of(
     req: &CreateRequest,
     spec: &oci_spec::runtime::Spec,
@@ -170,11 +194,7 @@ fn rootfs_of(
     } else {
         PathBuf::from(&req.rootfs)
     };
-    if !path.is_absolute() {
-        return Err(
-            SpecError::Invalid(format!("rootfs {path:?} is not an absolute guest path")).into(),
-        );
-    }
+    let path = share::resolve(Path::new(share::SHARE_ROOT), &path)?;
     match std::fs::metadata(&path) {
         Ok(meta) if meta.is_dir() => Ok(path),
         Ok(_) => Err(SpecError::Invalid(format!("rootfs {path:?} is not a directory")).into()),

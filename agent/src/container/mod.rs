@@ -17,11 +17,13 @@ mod exec;
 mod kill;
 mod mounts;
 pub mod oom;
+pub mod overlay;
 mod pause;
 pub mod plan;
 mod ps;
 mod remove;
 pub mod seccomp;
+pub mod share;
 pub mod spawn;
 pub mod spec;
 mod start;
@@ -116,6 +118,8 @@ pub struct Container {
     state: Mutex<State>,
     starter: Mutex<Option<Starter>>,
     execs: Mutex<HashMap<String, Arc<Process>>>,
+    /// The guest-side writable layer over its rootfs, if it asked for one.
+    overlay: Mutex<Option<overlay::Overlay>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -249,6 +249,8 @@ impl<'a> MountPlanner<'a> {
             let source = m.source().clone().ok_or_else(|| {
                 SpecError::Invalid(format!("bind mount on {dest:?} has no source"))
             })?;
+            // A volume from the host: resolved inside its share.
+            let source = super::share::resolve(Path::new(super::share::SHARE_ROOT), &source)?;
             let meta = std::fs::metadata(&source).map_err(|e| SpecError::ResolvePath {
                 path: source.clone(),
                 source: e,

@@ -1,6 +1,6 @@
-//! RemoveContainer: kills what is left, waits for it, and frees the cgroup.
-//! The container's mounts live in its own mount namespace, which goes with
-//! its last process.
+//! RemoveContainer: kills what is left, waits for it, and frees the cgroup
+//! and the rootfs overlay. The container's other mounts live in its own
+//! mount namespace, which goes with its last process.
 
 use std::time::Duration;
 
@@ -37,6 +37,9 @@ impl Engine {
             oom.unwatch(id);
         }
         container.cgroup.remove()?;
+        if let Some(overlay) = lock(&container.overlay).take() {
+            overlay.remove();
+        }
         lock(&self.containers).remove(id);
         let mut pods = lock(&self.pods);
         if pods.get(&container.sandbox_id).map(String::as_str) == Some(id) {

@@ -69,6 +69,7 @@ impl Fixture {
             spec: spec(args),
             rootfs: self.rootfs.path().display().to_string(),
             terminal: false,
+            overlay: false,
         }
     }
 

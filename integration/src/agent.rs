@@ -17,6 +17,9 @@ use crate::build::guest_kernel;
 use crate::guest::{GuestSpec, Runner, RunningGuest};
 use crate::rootfs::{agent_initramfs_with_rootfs, oci_spec, GUEST_BUSYBOX_ROOTFS};
 
+/// Where the agent mounts a virtio-fs share (the agent's `SHARED_DIR`).
+pub const SHARED_DIR: &str = "/run/vessel/shared";
+
 /// Boot to a listening agent takes 30-40 s on an emulated-CPL0 host.
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 /// What one ReadStdout/ReadStderr asks for.
@@ -71,15 +74,32 @@ impl AgentVm {
     /// Boots the VM and connects; every call of [`AgentVm::client`] times
     /// out after `call_timeout`.
     pub fn boot(call_timeout: Duration) -> Result<AgentVm> {
+        AgentVm::boot_with(call_timeout, None)
+    }
+
+    /// [`AgentVm::boot`] with the host directory `share` served by the
+    /// VMM's virtio-fs device (tag `vessel`), which the agent mounts at
+    /// [`SHARED_DIR`], and the VMM's API socket at [`AgentVm::api_sock`].
+    pub fn boot_with_share(call_timeout: Duration, share: &Path) -> Result<AgentVm> {
+        AgentVm::boot_with(call_timeout, Some(share))
+    }
+
+    fn boot_with(call_timeout: Duration, share: Option<&Path>) -> Result<AgentVm> {
         let dir = tempfile::tempdir()?;
         let uds = dir.path().join("vsock.sock");
         let mut spec = GuestSpec::new(guest_kernel()?, agent_initramfs_with_rootfs()?);
         spec.vcpus = 2;
         spec.memory_mib = 512;
         spec.vsock_uds = Some(uds.clone());
+        spec.api_sock = Some(dir.path().join("api.sock"));
         // VESSEL_GUEST_LOG=debug: the agent's log level, for debugging.
         if let Ok(level) = std::env::var("VESSEL_GUEST_LOG") {
             spec.extra_cmdline = format!("vessel.log={level}");
+        }
+        if let Some(share) = share {
+            spec.fs_dir = Some(share.to_path_buf());
+            spec.extra_cmdline
+                .push_str(&format!(" vessel.share={}", spec.fs_tag));
         }
         let mut guest = Runner::VesselVmm.spawn(&spec)?;
         let client =
@@ -109,6 +129,32 @@ impl AgentVm {
             .with_call_timeout(call_timeout);
         client.check().context("Check on a new connection")?;
         Ok(client)
+    }
+
+    /// The VMM's API socket.
+    pub fn api_sock(&self) -> PathBuf {
+        self._dir.path().join("api.sock")
+    }
+
+    /// The VMM's pid.
+    pub fn vmm_pid(&self) -> u32 {
+        self.guest.pid()
+    }
+
+    /// Asks the agent to shut the guest down and waits for the VMM to exit.
+    pub fn shutdown(mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
+        self.client.shutdown().context("Shutdown")?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.guest.exited()? {
+                return Ok(status);
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "the VMM still runs {timeout:?} after Shutdown"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// The VMM's log (warnings of its devices).
@@ -355,7 +401,16 @@ impl Container {
 
     /// Creates and starts container `id`, then takes its init's output.
     pub fn run(client: &AgentClient, id: &str, spec: &Value) -> Result<ProcessOutput> {
-        let container = Container::create(client, id, spec)?;
+        Container::run_request(client, &create_request(id, spec))
+    }
+
+    /// [`Container::run`] of a request as given.
+    pub fn run_request(
+        client: &AgentClient,
+        req: &CreateContainerRequest,
+    ) -> Result<ProcessOutput> {
+        let container = Container::create_with(client, req)
+            .with_context(|| format!("create container {}", req.container_id))?;
         container.start()?;
         let out = container.output("")?;
         container.remove()?;

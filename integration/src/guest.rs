@@ -27,6 +27,9 @@ pub struct GuestSpec {
     pub api_sock: Option<PathBuf>,
     /// vessel-vmm only: `--vsock-uds`, the host side of the guest's vsock.
     pub vsock_uds: Option<PathBuf>,
+    /// vessel-vmm only: `--fs-dir` (and `--fs-tag`), a virtio-fs share.
+    pub fs_dir: Option<PathBuf>,
+    pub fs_tag: String,
 }
 
 impl GuestSpec {
@@ -39,6 +42,8 @@ impl GuestSpec {
             extra_cmdline: String::new(),
             api_sock: None,
             vsock_uds: None,
+            fs_dir: None,
+            fs_tag: "vessel".into(),
         }
     }
 }
@@ -132,6 +137,10 @@ impl Runner {
                 }
                 if let Some(uds) = &spec.vsock_uds {
                     cmd.arg("--vsock-uds").arg(uds);
+                }
+                if let Some(dir) = &spec.fs_dir {
+                    cmd.arg("--fs-dir").arg(dir);
+                    cmd.args(["--fs-tag", &spec.fs_tag]);
                 }
                 cmd
             }

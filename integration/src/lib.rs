@@ -10,6 +10,7 @@ pub mod build;
 pub mod guest;
 pub mod report;
 pub mod rootfs;
+pub mod vmm_api;
 
 pub use agent::{connect_while_running, AgentVm, Cases, Container};
 pub use build::{

@@ -18,6 +18,8 @@ use crate::build::{cache_dir, static_binary};
 
 /// Where [`agent_initramfs_with_rootfs`] puts the busybox rootfs in the guest.
 pub const GUEST_BUSYBOX_ROOTFS: &str = "/vessel/rootfs/busybox";
+/// `vessel-fsprobe` in that rootfs (a container's path).
+pub const GUEST_FSPROBE: &str = "bin/fsprobe";
 
 /// The host's busybox; Debian's `busybox-static` installs it statically linked.
 const HOST_BUSYBOX: &str = "/bin/busybox";
@@ -183,14 +185,21 @@ fn populate(root: &Path, busybox: &[u8], applets: &[String]) -> Result<()> {
 }
 
 /// The agent initramfs (as [`crate::agent_initramfs`]) plus the busybox
-/// rootfs at [`GUEST_BUSYBOX_ROOTFS`]. Deterministic, so cached by content
+/// rootfs at [`GUEST_BUSYBOX_ROOTFS`], with `vessel-fsprobe` as
+/// [`GUEST_FSPROBE`] in it. Deterministic, so cached by content
 /// hash like every initramfs. The rootfs adds about 2 MB, which the guest
 /// kernel unpacks in a few seconds where its copies are emulated.
 pub fn agent_initramfs_with_rootfs() -> Result<PathBuf> {
     let agent = static_binary("vessel-agent", "vessel-agent")?;
+    let fsprobe = static_binary("vessel-test-init", "vessel-fsprobe")?;
     let rootfs = busybox_rootfs()?;
     let mut image = Initramfs::with_init(&agent)?;
     add_tree(&mut image, &rootfs, GUEST_BUSYBOX_ROOTFS)?;
+    image.add_file(
+        &format!("{GUEST_BUSYBOX_ROOTFS}/{GUEST_FSPROBE}"),
+        &fsprobe,
+        0o755,
+    )?;
     Ok(image.build_cached(&cache_dir().join("initramfs"))?)
 }
 

@@ -1,53 +1,13 @@
 //! The API socket pauses, resumes and shuts down a running vessel-vmm, which
 //! then exits 0 and removes its socket.
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, ensure, Context, Result};
-use serde_json::Value;
+use anyhow::{ensure, Result};
+use vessel_integration::vmm_api::VmmApi as Api;
 use vessel_integration::{guest_kernel, test_initramfs, GuestSpec, Runner};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
-
-struct Api {
-    stream: UnixStream,
-    reader: BufReader<UnixStream>,
-}
-
-impl Api {
-    fn connect(path: &std::path::Path) -> Result<Self> {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            match UnixStream::connect(path) {
-                Ok(stream) => {
-                    stream.set_read_timeout(Some(TIMEOUT))?;
-                    let reader = BufReader::new(stream.try_clone()?);
-                    return Ok(Self { stream, reader });
-                }
-                Err(_) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                Err(err) => return Err(err).context("connect to the API socket"),
-            }
-        }
-    }
-
-    fn call(&mut self, action: &str) -> Result<Value> {
-        writeln!(self.stream, "{{\"action\":\"{action}\"}}")?;
-        let mut line = String::new();
-        self.reader
-            .read_line(&mut line)
-            .with_context(|| format!("reply to {action}"))?;
-        let reply: Value =
-            serde_json::from_str(&line).with_context(|| format!("reply {line:?}"))?;
-        if reply["ok"] != true {
-            bail!("{action} failed: {reply}");
-        }
-        Ok(reply)
-    }
-}
 
 #[test]
 fn api_pauses_resumes_and_shuts_down_the_vm() -> Result<()> {

@@ -1,25 +1,41 @@
 //! `vessel-vmm`: the microVM monitor binary.
 //!
 //! `vessel-vmm [--config FILE] --kernel PATH --initrd PATH [--cmdline EXTRA]
-//! [--vcpus N] [--memory-mib N] [--serial stdout|PATH] [--api-sock PATH]`
+//! [--vcpus N] [--memory-mib N] [--serial stdout|PATH] [--api-sock PATH]
+//! [--vsock-uds PATH] [--guest-cid N] [--fs-dir PATH [--fs-tag TAG]
+//! [--fs-cache auto|always|never] [--fs-xattr on|off]]`
 //!
 //! Flags and the JSON config file are parsed and checked by
 //! [`vessel_vmm::config::from_args`]; this file only sets the process up.
+//! With a shared directory, that includes moving the VMM into a private
+//! mount namespace, which must happen while it is still single-threaded.
 
 use std::io::Write;
 use std::process::ExitCode;
 
+use std::sync::Arc;
+
 use anyhow::{Context, Result};
 use vessel_vmm::config::{self, USAGE};
 use vessel_vmm::cpu::vcpu::VmExit;
+use vessel_vmm::devices::virtio::fs::{share, SharedDir};
 use vessel_vmm::profile::HostProfile;
 use vessel_vmm::vm::Vm;
 
 fn run(args: &[String]) -> Result<VmExit> {
     let profile = HostProfile::detect()?;
     let config = config::from_args(args, profile)?;
+    // No thread exists yet: unshare(CLONE_NEWNS) applies to the whole VMM.
+    let shared_dir = match &config.fs {
+        Some(fs) => {
+            share::enter_private_mount_namespace().context("--fs-dir")?;
+            let shared = SharedDir::prepare(&fs.dir).context("--fs-dir")?;
+            Some(Arc::new(shared))
+        }
+        None => None,
+    };
     tracing::info!(cmdline = %config.cmdline, "starting VM");
-    let vm = Vm::new(&config, profile).context("cannot build the VM")?;
+    let vm = Vm::new(&config, profile, shared_dir).context("cannot build the VM")?;
     Ok(vm.run()?)
 }
 
@@ -32,7 +48,10 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                // fuse-backend-rs logs at error level what a guest can
+                // trigger at will (bad names, unknown inodes); our fs device
+                // counts and logs those itself. RUST_LOG overrides this.
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,fuse_backend_rs=off")),
         )
         .with_writer(std::io::stderr)
         .init();

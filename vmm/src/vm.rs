@@ -20,6 +20,7 @@ use crate::config::{SerialOutput, VmConfig};
 use crate::control::{install_kick_handler, VcpuControl};
 use crate::cpu::vcpu::{Vcpu, VcpuError, VmExit};
 use crate::devices::legacy::serial::{SerialDevice, SerialError, SERIAL_IRQ};
+use crate::devices::virtio::fs::{self as virtio_fs, FsServer, SharedDir};
 use crate::devices::virtio::{self, rng::Rng, vsock::Vsock};
 use crate::devices::{Bus, MmioSlot};
 use crate::memory::{self, MemoryError};
@@ -66,6 +67,10 @@ pub enum VmError {
     RegisterIoevent(u32, #[source] kvm_ioctls::Error),
     #[error("cannot spawn the device event loop")]
     SpawnEventLoop(#[source] std::io::Error),
+    #[error("the shared directory was not prepared before the VM (see SharedDir::prepare)")]
+    SharedDirNotPrepared,
+    #[error("cannot set up the virtio-fs device")]
+    CreateFs(#[source] virtio_fs::FsError),
     #[error("cannot set up vCPU control")]
     Control(#[source] crate::control::ControlError),
     #[error("cannot serve the API")]
@@ -83,7 +88,11 @@ pub struct Vm {
     bus: Arc<Bus>,
     vcpus: Vec<Vcpu>,
     events: Option<EventLoop>,
+    /// Devices with an event loop (and a thread) of their own.
+    own_loops: Vec<OwnLoop>,
     api_sock: Option<PathBuf>,
+    /// The virtio-fs share, for the API's hot mounts.
+    shared_dir: Option<Arc<SharedDir>>,
     /// The vsock device's socket, removed when the VM stops.
     vsock_uds: Option<PathBuf>,
 }
@@ -102,25 +111,68 @@ impl Drop for RemoveOnDrop {
 /// The thread-less half of the device event loop, until [`Vm::run`].
 type EventLoop = EventManager<Arc<Mutex<dyn MutEventSubscriber + Send>>>;
 
+/// A device event loop that runs in a thread of its own, for a device whose
+/// work blocks (file I/O) and must not hold up the shared loop.
+struct OwnLoop {
+    /// The thread's name.
+    name: &'static str,
+    events: EventLoop,
+    /// Runs first in the new thread.
+    on_start: fn(),
+}
+
 /// Virtio devices, attached one after the other in the MMIO gap.
 struct VirtioAttacher<'a> {
     vm: &'a VmFd,
     mem: &'a GuestMemoryMmap,
     events: &'a mut EventLoop,
+    own_loops: Vec<OwnLoop>,
     slots: Vec<MmioSlot>,
     /// `virtio_mmio.device=` arguments announcing each device to the guest.
     cmdline: String,
 }
 
 impl VirtioAttacher<'_> {
+    /// Attaches a device served by the shared device event loop.
     fn attach<D>(&mut self, device: D) -> Result<(), VmError>
     where
         D: virtio::VirtioDevice + MutEventSubscriber + Send + 'static,
     {
+        let device = Arc::new(Mutex::new(device));
+        self.register(device.clone())?;
+        self.events.add_subscriber(device);
+        Ok(())
+    }
+
+    /// Attaches a device whose `subscriber` gets an event loop of its own,
+    /// run by a thread named `name` that calls `on_start` first.
+    fn attach_on_own_thread<D, S>(
+        &mut self,
+        device: D,
+        subscriber: S,
+        name: &'static str,
+        on_start: fn(),
+    ) -> Result<(), VmError>
+    where
+        D: virtio::VirtioDevice + 'static,
+        S: MutEventSubscriber + Send + 'static,
+    {
+        let mut events = EventLoop::new().map_err(VmError::CreateEventLoop)?;
+        self.register(Arc::new(Mutex::new(device)))?;
+        events.add_subscriber(Arc::new(Mutex::new(subscriber)));
+        self.own_loops.push(OwnLoop {
+            name,
+            events,
+            on_start,
+        });
+        Ok(())
+    }
+
+    /// Gives `device` its MMIO window, interrupt and queue notifications.
+    fn register(&mut self, device: Arc<Mutex<dyn virtio::VirtioDevice>>) -> Result<(), VmError> {
         let index = self.slots.len() as u64;
         let base = layout::VIRTIO_MMIO_BASE + index * virtio::mmio::MMIO_WINDOW_SIZE;
         let gsi = layout::VIRTIO_IRQ_BASE + index as u32;
-        let device = Arc::new(Mutex::new(device));
         let device_type = virtio::mmio::lock(&device).device_type();
         let irq_evt =
             EventFd::new(EFD_NONBLOCK).map_err(|e| VmError::CreateDevice("virtio interrupt", e))?;
@@ -128,7 +180,7 @@ impl VirtioAttacher<'_> {
             .register_irqfd(&irq_evt, gsi)
             .map_err(VmError::RegisterIrqfd)?;
         let irq = Arc::new(virtio::IrqTrigger::new(irq_evt));
-        let transport = virtio::mmio::MmioTransport::new(device.clone(), self.mem.clone(), irq)
+        let transport = virtio::mmio::MmioTransport::new(device, self.mem.clone(), irq)
             .map_err(VmError::CreateTransport)?;
         for (queue, evt) in transport.queue_evts().iter().enumerate() {
             let addr = IoEventAddress::Mmio(base + virtio::mmio::QUEUE_NOTIFY_OFFSET);
@@ -136,7 +188,6 @@ impl VirtioAttacher<'_> {
                 .register_ioevent(evt, &addr, queue as u32)
                 .map_err(|e| VmError::RegisterIoevent(device_type, e))?;
         }
-        self.events.add_subscriber(device);
         self.slots.push(MmioSlot {
             base,
             transport: Mutex::new(transport),
@@ -152,6 +203,13 @@ impl VirtioAttacher<'_> {
             "virtio device attached"
         );
         Ok(())
+    }
+}
+
+/// The fs thread's first act: its own umask (fuse-backend-rs sets it to 0).
+fn fs_thread_start() {
+    if let Err(error) = virtio_fs::isolate_thread_fs_context() {
+        warn!(%error, "virtio-fs: the fs thread shares the process umask");
     }
 }
 
@@ -179,7 +237,13 @@ fn register_memory(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), VmError> {
 
 impl Vm {
     /// Builds the VM: memory, kernel, boot tables, devices and vCPUs.
-    pub fn new(config: &VmConfig, profile: HostProfile) -> Result<Self, VmError> {
+    /// `shared_dir` is the share of `config.fs`, prepared (in the VMM's
+    /// private mount namespace) before any thread was spawned.
+    pub fn new(
+        config: &VmConfig,
+        profile: HostProfile,
+        shared_dir: Option<Arc<SharedDir>>,
+    ) -> Result<Self, VmError> {
         let kvm = Kvm::new().map_err(VmError::OpenKvm)?;
         let vm = kvm.create_vm().map_err(VmError::CreateVm)?;
         let mem_size = config.memory_mib << 20;
@@ -204,6 +268,7 @@ impl Vm {
             vm: &vm,
             mem: &mem,
             events: &mut events,
+            own_loops: Vec::new(),
             slots: Vec::new(),
             cmdline: String::new(),
         };
@@ -213,7 +278,23 @@ impl Vm {
                 .map_err(|e| VmError::CreateDevice("virtio-vsock", e.into()))?;
             virtio.attach(vsock)?;
         }
-        let (virtio_slots, virtio_args) = (virtio.slots, virtio.cmdline);
+        if let Some(fs) = &config.fs {
+            let share = shared_dir.as_ref().ok_or(VmError::SharedDirNotPrepared)?;
+            let server =
+                FsServer::new(&share.fs_root(), fs.cache, fs.xattr).map_err(VmError::CreateFs)?;
+            let (device, worker) =
+                virtio_fs::device::new(&fs.tag, server).map_err(VmError::CreateFs)?;
+            virtio.attach_on_own_thread(device, worker, "vmm-fs", fs_thread_start)?;
+            info!(
+                dir = %share.path().display(),
+                tag = %fs.tag,
+                cache = fs.cache.as_str(),
+                xattr = fs.xattr,
+                "virtio-fs shares a directory"
+            );
+        }
+        let (virtio_slots, virtio_args, own_loops) =
+            (virtio.slots, virtio.cmdline, virtio.own_loops);
         let cmdline = format!("{}{virtio_args}", config.cmdline);
 
         let kernel = loader::load_kernel(&mem, &config.kernel).map_err(VmError::Load)?;
@@ -261,7 +342,9 @@ impl Vm {
             bus,
             vcpus,
             events: Some(events),
+            own_loops,
             api_sock: config.api_sock.clone(),
+            shared_dir,
             vsock_uds: config.vsock_uds.clone(),
         })
     }
@@ -281,6 +364,24 @@ impl Vm {
                 })
                 .map_err(VmError::SpawnEventLoop)?;
         }
+        for OwnLoop {
+            name,
+            mut events,
+            on_start,
+        } in std::mem::take(&mut self.own_loops)
+        {
+            thread::Builder::new()
+                .name(name.into())
+                .spawn(move || {
+                    on_start();
+                    loop {
+                        if let Err(error) = events.run() {
+                            warn!(%error, thread = name, "device event loop");
+                        }
+                    }
+                })
+                .map_err(VmError::SpawnEventLoop)?;
+        }
         let (tx, rx) = mpsc::channel();
         let count = self.vcpus.len();
         let halted = Arc::new(AtomicUsize::new(0));
@@ -296,7 +397,10 @@ impl Vm {
         }
         drop(tx);
         let api = match &self.api_sock {
-            Some(path) => Some(ApiServer::start(path, Arc::clone(&control)).map_err(VmError::Api)?),
+            Some(path) => Some(
+                ApiServer::start(path, Arc::clone(&control), self.shared_dir.clone())
+                    .map_err(VmError::Api)?,
+            ),
             None => None,
         };
         let exit = rx

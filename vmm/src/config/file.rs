@@ -10,11 +10,15 @@
 //!   "serial": "stdout",
 //!   "api_sock": "/run/vessel/vm.sock",
 //!   "vsock_uds": "/run/vessel/vsock.sock",
-//!   "guest_cid": 3
+//!   "guest_cid": 3,
+//!   "fs_dir": "/srv/pod/shared",
+//!   "fs_tag": "vessel",
+//!   "fs_cache": "auto",
+//!   "fs_xattr": true
 //! }
 //! ```
 //!
-//! Every key is optional here; `kernel` and `initrd` must come from the file
+//! `fs_xattr` also takes `"on"` or `"off"`. Every key is optional here; `kernel` and `initrd` must come from the file
 //! or the flags. The file is parsed into a [`serde_json::Map`] and each key
 //! checked by hand, so an error names the key it is about.
 
@@ -23,12 +27,12 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 
 use super::{
-    ConfigError, SerialOutput, MAX_GUEST_CID, MAX_MEMORY_MIB, MAX_VCPUS, MIN_GUEST_CID,
-    MIN_MEMORY_MIB, MIN_VCPUS,
+    CacheMode, ConfigError, SerialOutput, MAX_FS_TAG_LEN, MAX_GUEST_CID, MAX_MEMORY_MIB, MAX_VCPUS,
+    MIN_GUEST_CID, MIN_MEMORY_MIB, MIN_VCPUS,
 };
 
 /// The keys a config file may have.
-pub const KEYS: [&str; 9] = [
+pub const KEYS: [&str; 13] = [
     "kernel",
     "initrd",
     "cmdline",
@@ -38,6 +42,10 @@ pub const KEYS: [&str; 9] = [
     "api_sock",
     "vsock_uds",
     "guest_cid",
+    "fs_dir",
+    "fs_tag",
+    "fs_cache",
+    "fs_xattr",
 ];
 
 /// Settings from one source (the file or the flags), each maybe absent.
@@ -53,6 +61,10 @@ pub struct FileConfig {
     pub api_sock: Option<PathBuf>,
     pub vsock_uds: Option<PathBuf>,
     pub guest_cid: Option<u32>,
+    pub fs_dir: Option<PathBuf>,
+    pub fs_tag: Option<String>,
+    pub fs_cache: Option<CacheMode>,
+    pub fs_xattr: Option<bool>,
 }
 
 impl FileConfig {
@@ -102,6 +114,10 @@ impl FileConfig {
                     u64::from(MAX_GUEST_CID),
                 )?
                 .map(|n| u32::try_from(n).expect("MAX_GUEST_CID fits in u32")),
+            fs_dir: fields.path("fs_dir")?,
+            fs_tag: fields.fs_tag()?,
+            fs_cache: fields.fs_cache()?,
+            fs_xattr: fields.fs_xattr()?,
         })
     }
 
@@ -117,6 +133,10 @@ impl FileConfig {
             api_sock: self.api_sock.or(base.api_sock),
             vsock_uds: self.vsock_uds.or(base.vsock_uds),
             guest_cid: self.guest_cid.or(base.guest_cid),
+            fs_dir: self.fs_dir.or(base.fs_dir),
+            fs_tag: self.fs_tag.or(base.fs_tag),
+            fs_cache: self.fs_cache.or(base.fs_cache),
+            fs_xattr: self.fs_xattr.or(base.fs_xattr),
         }
     }
 }
@@ -157,6 +177,34 @@ impl Fields<'_> {
         match self.string("serial", EXPECTED)? {
             Some(s) if s.is_empty() => Err(self.error("serial", EXPECTED.to_string())),
             s => Ok(s.map(|s| SerialOutput::parse(&s))),
+        }
+    }
+
+    fn fs_tag(&self) -> Result<Option<String>, ConfigError> {
+        let expected = format!("a tag of 1 to {MAX_FS_TAG_LEN} bytes without NUL");
+        match self.string("fs_tag", &expected)? {
+            Some(tag) if super::check_fs_tag(&tag).is_err() => Err(self.error("fs_tag", expected)),
+            tag => Ok(tag),
+        }
+    }
+
+    fn fs_cache(&self) -> Result<Option<CacheMode>, ConfigError> {
+        const EXPECTED: &str = "\"auto\", \"always\" or \"never\"";
+        match self.string("fs_cache", EXPECTED)? {
+            Some(s) => CacheMode::parse(&s)
+                .map(Some)
+                .ok_or_else(|| self.error("fs_cache", EXPECTED.to_string())),
+            None => Ok(None),
+        }
+    }
+
+    fn fs_xattr(&self) -> Result<Option<bool>, ConfigError> {
+        match self.map.get("fs_xattr") {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(Value::String(s)) if s == "on" => Ok(Some(true)),
+            Some(Value::String(s)) if s == "off" => Ok(Some(false)),
+            Some(_) => Err(self.error("fs_xattr", "true, false, \"on\" or \"off\"".to_string())),
         }
     }
 

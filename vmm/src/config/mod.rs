@@ -11,6 +11,7 @@ use std::fs::File;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
+pub use crate::devices::virtio::fs::CacheMode;
 pub use file::FileConfig;
 
 /// Fewest vCPUs a VM may have.
@@ -32,10 +33,16 @@ pub const MIN_GUEST_CID: u32 = 3;
 /// Highest guest CID (`u32::MAX` is `VMADDR_CID_ANY`).
 pub const MAX_GUEST_CID: u32 = u32::MAX - 1;
 
+/// The virtio-fs mount tag when neither a flag nor the file says.
+pub const DEFAULT_FS_TAG: &str = "vessel";
+/// The longest virtio-fs tag, in bytes.
+pub const MAX_FS_TAG_LEN: usize = crate::devices::virtio::fs::device::TAG_LEN;
+
 /// The command-line synopsis.
 pub const USAGE: &str = "usage: vessel-vmm [--config FILE] --kernel PATH --initrd PATH \
 [--cmdline EXTRA] [--vcpus N] [--memory-mib N] [--serial stdout|PATH] [--api-sock PATH] \
-[--vsock-uds PATH] [--guest-cid N]";
+[--vsock-uds PATH] [--guest-cid N] \
+[--fs-dir PATH [--fs-tag TAG] [--fs-cache auto|always|never] [--fs-xattr on|off]]";
 
 /// Where the guest's serial console goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +62,19 @@ impl SerialOutput {
             Self::File(PathBuf::from(s))
         }
     }
+}
+
+/// The virtio-fs device: a host directory the guest mounts by its tag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FsConfig {
+    /// The shared directory on the host.
+    pub dir: PathBuf,
+    /// The tag the guest mounts (`mount -t virtiofs TAG DIR`).
+    pub tag: String,
+    /// How long the guest may cache names, attributes and data.
+    pub cache: CacheMode,
+    /// Whether extended attributes are passed through.
+    pub xattr: bool,
 }
 
 /// Everything needed to build and boot one VM.
@@ -79,6 +99,8 @@ pub struct VmConfig {
     pub vsock_uds: Option<PathBuf>,
     /// The guest's vsock CID.
     pub guest_cid: u32,
+    /// The shared directory; no virtio-fs device without it.
+    pub fs: Option<FsConfig>,
 }
 
 /// A configuration that cannot be used. Each message is one line naming the
@@ -145,6 +167,18 @@ pub enum ConfigError {
     VsockUdsNotSocket(PathBuf),
     #[error("--guest-cid: {0} is out of range {MIN_GUEST_CID}..={MAX_GUEST_CID}")]
     GuestCid(u64),
+    #[error("--fs-dir: {0:?} does not exist")]
+    FsDirMissing(PathBuf),
+    #[error("--fs-dir: {0:?} is not a directory")]
+    FsDirNotDir(PathBuf),
+    #[error("--fs-tag: {0:?} must be 1 to {MAX_FS_TAG_LEN} bytes without NUL")]
+    FsTag(String),
+    #[error("--fs-cache: {0:?} is not auto, always or never")]
+    FsCache(String),
+    #[error("--fs-xattr: {0:?} is not on or off")]
+    FsXattr(String),
+    #[error("{0}: needs --fs-dir (or the \"fs_dir\" key of the config file)")]
+    FsWithoutDir(&'static str),
 }
 
 /// Checks a vCPU count, returning it as `u8`.
@@ -169,6 +203,35 @@ pub fn check_guest_cid(n: u64) -> Result<u32, ConfigError> {
     match u32::try_from(n) {
         Ok(v) if (MIN_GUEST_CID..=MAX_GUEST_CID).contains(&v) => Ok(v),
         _ => Err(ConfigError::GuestCid(n)),
+    }
+}
+
+/// Checks a virtio-fs tag: 1 to 36 bytes, no NUL.
+pub fn check_fs_tag(tag: &str) -> Result<(), ConfigError> {
+    crate::devices::virtio::fs::device::check_tag(tag)
+        .map_err(|_| ConfigError::FsTag(tag.to_string()))
+}
+
+/// Parses `auto`, `always` or `never`.
+pub fn parse_fs_cache(value: &str) -> Result<CacheMode, ConfigError> {
+    CacheMode::parse(value).ok_or_else(|| ConfigError::FsCache(value.to_string()))
+}
+
+/// Parses `on` or `off`.
+pub fn parse_fs_xattr(value: &str) -> Result<bool, ConfigError> {
+    match value {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(ConfigError::FsXattr(value.to_string())),
+    }
+}
+
+/// Checks the shared directory: it exists and is a directory.
+pub fn check_fs_dir(dir: &Path) -> Result<(), ConfigError> {
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(ConfigError::FsDirNotDir(dir.to_path_buf())),
+        Err(_) => Err(ConfigError::FsDirMissing(dir.to_path_buf())),
     }
 }
 
@@ -241,7 +304,7 @@ pub fn from_args(
         let (name, value) = match flag.as_str() {
             name @ ("--config" | "--kernel" | "--initrd" | "--cmdline" | "--vcpus"
             | "--memory-mib" | "--serial" | "--api-sock" | "--vsock-uds"
-            | "--guest-cid") => {
+            | "--guest-cid" | "--fs-dir" | "--fs-tag" | "--fs-cache" | "--fs-xattr") => {
                 let value = it
                     .next()
                     .ok_or_else(|| ConfigError::MissingValue(flag.clone()))?;
@@ -265,6 +328,13 @@ pub fn from_args(
             "--serial" => flags.serial = Some(SerialOutput::parse(value)),
             "--vsock-uds" => flags.vsock_uds = Some(PathBuf::from(value)),
             "--guest-cid" => flags.guest_cid = Some(check_guest_cid(number("--guest-cid")?)?),
+            "--fs-dir" => flags.fs_dir = Some(PathBuf::from(value)),
+            "--fs-tag" => {
+                check_fs_tag(value)?;
+                flags.fs_tag = Some(value.clone());
+            }
+            "--fs-cache" => flags.fs_cache = Some(parse_fs_cache(value)?),
+            "--fs-xattr" => flags.fs_xattr = Some(parse_fs_xattr(value)?),
             _ => flags.api_sock = Some(PathBuf::from(value)),
         }
     }
@@ -273,6 +343,7 @@ pub fn from_args(
         None => FileConfig::default(),
     };
     let merged = flags.or(base);
+    let fs = fs_config(&merged)?;
     let config = VmConfig {
         kernel: merged
             .kernel
@@ -287,9 +358,35 @@ pub fn from_args(
         api_sock: merged.api_sock,
         vsock_uds: merged.vsock_uds,
         guest_cid: merged.guest_cid.unwrap_or(DEFAULT_GUEST_CID),
+        fs,
     };
     config.validate()?;
     Ok(config)
+}
+
+/// The virtio-fs settings: none without a directory, and then none of the
+/// other fs settings either.
+fn fs_config(merged: &FileConfig) -> Result<Option<FsConfig>, ConfigError> {
+    let Some(dir) = merged.fs_dir.clone() else {
+        let stray = [
+            ("--fs-tag", merged.fs_tag.is_some()),
+            ("--fs-cache", merged.fs_cache.is_some()),
+            ("--fs-xattr", merged.fs_xattr.is_some()),
+        ];
+        return match stray.iter().find(|(_, given)| *given) {
+            Some((flag, _)) => Err(ConfigError::FsWithoutDir(flag)),
+            None => Ok(None),
+        };
+    };
+    Ok(Some(FsConfig {
+        dir,
+        tag: merged
+            .fs_tag
+            .clone()
+            .unwrap_or_else(|| DEFAULT_FS_TAG.to_string()),
+        cache: merged.fs_cache.unwrap_or_default(),
+        xattr: merged.fs_xattr.unwrap_or(true),
+    }))
 }
 
 impl VmConfig {
@@ -320,6 +417,10 @@ impl VmConfig {
             check_vsock_uds(sock)?;
         }
         check_guest_cid(u64::from(self.guest_cid))?;
+        if let Some(fs) = &self.fs {
+            check_fs_dir(&fs.dir)?;
+            check_fs_tag(&fs.tag)?;
+        }
         Ok(())
     }
 }

@@ -29,6 +29,7 @@ fn config(dir: &Path) -> VmConfig {
         api_sock: None,
         vsock_uds: None,
         guest_cid: 3,
+        fs: None,
     }
 }
 
@@ -132,6 +133,7 @@ fn file_only_config() {
             api_sock: Some(sock),
             vsock_uds: Some(vsock),
             guest_cid: 42,
+            fs: None,
         }
     );
 }
@@ -426,5 +428,151 @@ fn vsock_flags_and_keys() {
     assert_eq!(
         file_error(r#"{"vsock_uds": ""}"#),
         r#"config file /x.json: "vsock_uds" must be a non-empty path"#
+    );
+}
+
+#[test]
+fn fs_flags_and_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let (kernel, initrd) = boot_files(dir.path());
+    let (kernel, initrd) = (kernel.to_str().unwrap(), initrd.to_str().unwrap());
+    let share = dir.path().join("share");
+    std::fs::create_dir(&share).unwrap();
+    let share_str = share.to_str().unwrap();
+    let base = ["--kernel", kernel, "--initrd", initrd];
+    let with = |more: &[&str]| {
+        let mut list = base.to_vec();
+        list.extend(more);
+        from_args(&args(&list), PROFILE)
+    };
+    assert_eq!(with(&[]).unwrap().fs, None, "no fs device without --fs-dir");
+    assert_eq!(
+        with(&["--fs-dir", share_str]).unwrap().fs,
+        Some(FsConfig {
+            dir: share.clone(),
+            tag: "vessel".into(),
+            cache: CacheMode::Auto,
+            xattr: true,
+        })
+    );
+    let full = [
+        "--fs-dir",
+        share_str,
+        "--fs-tag",
+        "pod0",
+        "--fs-cache",
+        "never",
+        "--fs-xattr",
+        "off",
+    ];
+    assert_eq!(
+        with(&full).unwrap().fs,
+        Some(FsConfig {
+            dir: share.clone(),
+            tag: "pod0".into(),
+            cache: CacheMode::Never,
+            xattr: false,
+        })
+    );
+    let tag36 = "t".repeat(36);
+    assert_eq!(
+        with(&["--fs-dir", share_str, "--fs-tag", &tag36])
+            .unwrap()
+            .fs
+            .unwrap()
+            .tag,
+        tag36
+    );
+
+    let err = |more: &[&str]| chain(&with(more).unwrap_err());
+    let missing = dir.path().join("nope");
+    assert_eq!(
+        err(&["--fs-dir", missing.to_str().unwrap()]),
+        format!("--fs-dir: {missing:?} does not exist")
+    );
+    assert_eq!(
+        err(&["--fs-dir", initrd]),
+        format!("--fs-dir: {:?} is not a directory", Path::new(initrd))
+    );
+    let tag37 = "t".repeat(37);
+    assert_eq!(
+        err(&["--fs-dir", share_str, "--fs-tag", &tag37]),
+        format!("--fs-tag: {tag37:?} must be 1 to 36 bytes without NUL")
+    );
+    assert_eq!(
+        err(&["--fs-dir", share_str, "--fs-tag", ""]),
+        r#"--fs-tag: "" must be 1 to 36 bytes without NUL"#
+    );
+    assert_eq!(
+        err(&["--fs-dir", share_str, "--fs-cache", "sometimes"]),
+        r#"--fs-cache: "sometimes" is not auto, always or never"#
+    );
+    assert_eq!(
+        err(&["--fs-dir", share_str, "--fs-xattr", "yes"]),
+        r#"--fs-xattr: "yes" is not on or off"#
+    );
+    assert_eq!(
+        err(&["--fs-tag", "x"]),
+        r#"--fs-tag: needs --fs-dir (or the "fs_dir" key of the config file)"#
+    );
+    assert_eq!(
+        err(&["--fs-xattr", "on"]),
+        r#"--fs-xattr: needs --fs-dir (or the "fs_dir" key of the config file)"#
+    );
+    assert_eq!(err(&["--fs-dir"]), "--fs-dir: missing value (see --help)");
+
+    // The same from a config file; flags override it.
+    let json = serde_json::json!({
+        "kernel": kernel,
+        "initrd": initrd,
+        "fs_dir": share,
+        "fs_tag": "from-file",
+        "fs_cache": "always",
+        "fs_xattr": "off",
+    });
+    let file = write_file(dir.path(), "vm.json", &json.to_string());
+    let file = file.to_str().unwrap();
+    let fs = from_args(&args(&["--config", file]), PROFILE)
+        .unwrap()
+        .fs
+        .unwrap();
+    assert_eq!(
+        (fs.tag.as_str(), fs.cache, fs.xattr),
+        ("from-file", CacheMode::Always, false)
+    );
+    let fs = from_args(&args(&["--config", file, "--fs-xattr", "on"]), PROFILE)
+        .unwrap()
+        .fs
+        .unwrap();
+    assert!(fs.xattr);
+    assert_eq!(
+        FileConfig::parse(Path::new("/x.json"), r#"{"fs_xattr": true}"#)
+            .unwrap()
+            .fs_xattr,
+        Some(true)
+    );
+    assert_eq!(
+        file_error(r#"{"fs_dir": ""}"#),
+        r#"config file /x.json: "fs_dir" must be a non-empty path"#
+    );
+    assert_eq!(
+        file_error(&format!(r#"{{"fs_tag": "{tag37}"}}"#)),
+        r#"config file /x.json: "fs_tag" must be a tag of 1 to 36 bytes without NUL"#
+    );
+    assert_eq!(
+        file_error(r#"{"fs_tag": 5}"#),
+        r#"config file /x.json: "fs_tag" must be a tag of 1 to 36 bytes without NUL"#
+    );
+    assert_eq!(
+        file_error(r#"{"fs_cache": "none"}"#),
+        r#"config file /x.json: "fs_cache" must be "auto", "always" or "never""#
+    );
+    assert_eq!(
+        file_error(r#"{"fs_xattr": 1}"#),
+        r#"config file /x.json: "fs_xattr" must be true, false, "on" or "off""#
+    );
+    assert_eq!(
+        file_error(r#"{"fs_dri": "/x"}"#),
+        r#"config file /x.json: unknown field "fs_dri""#
     );
 }

@@ -7,6 +7,7 @@
 //! as ioeventfds), and the device raises its interrupt through an
 //! [`IrqTrigger`] whose `EventFd` is a KVM irqfd.
 
+pub mod fs;
 pub mod mmio;
 pub mod rng;
 #[cfg(any(test, feature = "test-utils"))]

@@ -113,10 +113,19 @@ fn spec_with_volume(script: &str, volume: &str, at: &str) -> Value {
     spec
 }
 
-/// Runs `script` in a new container with volume `volume` at `at`; its
-/// stdout, or an error with everything it said.
+/// Gives the container's root `caps` (bounding, effective, permitted).
+fn with_caps(spec: &mut Value, caps: &[&str]) {
+    for set in ["bounding", "effective", "permitted"] {
+        spec["process"]["capabilities"][set] = json!(caps);
+    }
+}
+
+/// Runs `script` in a new container with volume `volume` at `at`, as root
+/// with CAP_CHOWN and CAP_FOWNER; its stdout, or an error with everything
+/// it said.
 fn run_in(client: &AgentClient, id: &str, script: &str, volume: &str, at: &str) -> Result<String> {
-    let spec = spec_with_volume(script, volume, at);
+    let mut spec = spec_with_volume(script, volume, at);
+    with_caps(&mut spec, &["CAP_CHOWN", "CAP_FOWNER", "CAP_KILL"]);
     let out = vessel_integration::Container::run(client, id, &spec)?;
     ensure!(
         out.status == 0,
@@ -161,8 +170,8 @@ fn posix_ops(client: &AgentClient, host: &Host) -> Result<()> {
          echo doomed > doomed; rm doomed; \
          mkdir -p newdir/sub; ln -s renamed sym; ln renamed hard; \
          echo linked > hard; cat sym; \
-         chmod 0640 renamed; chown 1000:1000 renamed; \
          {FSPROBE} xattr-set renamed user.vessel hello; {FSPROBE} xattr-get renamed user.vessel; \
+         chmod 0640 renamed; chown 1000:1000 renamed; \
          {FSPROBE} mmap-write mapped mmap-text; {FSPROBE} mmap-read mapped 9; echo; \
          stat -c '%a %u %g' renamed"
     );
@@ -236,15 +245,13 @@ fn escapes(client: &AgentClient, host: &Host) -> Result<()> {
     // The attacker is root in the guest with the capabilities that matter.
     let script = format!("{FSPROBE} escape /esc {SECRET} {}", host.secret().display());
     let mut spec = spec_with_volume(&script, "escape", "/esc");
-    let caps = json!([
+    let caps = [
         "CAP_DAC_READ_SEARCH",
         "CAP_MKNOD",
         "CAP_DAC_OVERRIDE",
-        "CAP_FOWNER"
-    ]);
-    for set in ["bounding", "effective", "permitted"] {
-        spec["process"]["capabilities"][set] = caps.clone();
-    }
+        "CAP_FOWNER",
+    ];
+    with_caps(&mut spec, &caps);
     let out = vessel_integration::Container::run(client, "fs-escape", &spec)?;
     let text = out.stdout_text();
     let attempts: Vec<&str> = text.lines().filter(|l| l.starts_with("attempt ")).collect();
@@ -253,6 +260,7 @@ fn escapes(client: &AgentClient, host: &Host) -> Result<()> {
         "too few attempts ran: {text:?} {:?}",
         out.stderr_text()
     );
+    eprintln!("{}", attempts.join("\n"));
     for line in &attempts {
         let (name, result) = line
             .trim_start_matches("attempt ")

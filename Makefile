@@ -32,11 +32,13 @@ fuzz: deps
 
 # vessel-vmm against qemu-system-x86_64 -M microvm, side by side, then vsock
 # throughput host <-> guest, then a container's start in the guest against
-# runc on the host and a stdin stream through a container (see README).
+# runc on the host and a stdin stream through a container, then file
+# workloads on virtio-fs against the host (see README).
 bench: deps kernel
 	$(CARGO) run --quiet --release -p vessel-integration --example bench_vmm
 	$(CARGO) run --quiet --release -p vessel-integration --example bench_vsock
 	$(CARGO) run --quiet --release -p vessel-integration --example bench_container
+	$(CARGO) run --quiet --release -p vessel-integration --example bench_fs
 
 # The guest agent, static, packed as /init; prints the initramfs path
 # (the same build and cache the integration harness uses).

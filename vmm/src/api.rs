@@ -168,18 +168,6 @@ fn error(message: &str) -> Value {
     json!({ "ok": false, "error": message })
 }
 
-/// An error and its sources on one line, as `main` prints them.
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut line = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        line.push_str(": ");
-        line.push_str(&s.to_string());
-        source = s.source();
-    }
-    line
-}
-
 /// A string field of a request, or the error reply naming it.
 fn string_field<'a>(request: &'a Value, action: &str, key: &str) -> Result<&'a str, Value> {
     request
@@ -227,7 +215,7 @@ fn handle_fs(action: &str, request: &Value, shared: Option<&SharedDir>) -> Value
     };
     match result {
         Ok(()) => json!({ "ok": true }),
-        Err(err) => error(&format!("{action}: {}", chain(&err))),
+        Err(err) => error(&format!("{action}: {}", crate::error_chain(&err))),
     }
 }
 

@@ -14,3 +14,15 @@ pub mod devices;
 pub mod memory;
 pub mod profile;
 pub mod vm;
+
+/// An error and its sources on one line, as `main` prints them.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut line = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        line.push_str(": ");
+        line.push_str(&s.to_string());
+        source = s.source();
+    }
+    line
+}

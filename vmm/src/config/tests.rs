@@ -1,6 +1,5 @@
 use super::*;
 use crate::profile::HostProfile;
-use std::error::Error;
 use std::io::Write;
 
 const PROFILE: HostProfile = HostProfile::EmulatedCpl0;
@@ -37,18 +36,6 @@ fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
 
-/// The error and its sources on one line, as `main` prints them.
-fn chain(err: &dyn Error) -> String {
-    let mut line = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        line.push_str(": ");
-        line.push_str(&s.to_string());
-        source = s.source();
-    }
-    line
-}
-
 fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
@@ -64,7 +51,7 @@ fn file_error(text: &str) -> String {
 
 /// The one-line error of `from_args`.
 fn args_error(list: &[&str]) -> String {
-    chain(&from_args(&args(list), PROFILE).unwrap_err())
+    crate::error_chain(&from_args(&args(list), PROFILE).unwrap_err())
 }
 
 #[test]
@@ -360,16 +347,16 @@ fn api_sock_needs_its_directory_and_no_other_file_in_its_place() {
 
     let no_dir = dir.path().join("nope/api.sock");
     assert_eq!(
-        chain(&with_sock(&no_dir).unwrap_err()),
+        crate::error_chain(&with_sock(&no_dir).unwrap_err()),
         format!("--api-sock: the directory of {no_dir:?} does not exist")
     );
     let file = Path::new(initrd);
     assert_eq!(
-        chain(&with_sock(file).unwrap_err()),
+        crate::error_chain(&with_sock(file).unwrap_err()),
         format!("--api-sock: {file:?} exists and is not a socket")
     );
     assert_eq!(
-        chain(&with_sock(dir.path()).unwrap_err()),
+        crate::error_chain(&with_sock(dir.path()).unwrap_err()),
         format!("--api-sock: {:?} exists and is not a socket", dir.path())
     );
 }
@@ -391,7 +378,7 @@ fn vsock_flags_and_keys() {
     assert_eq!(config.guest_cid, 7);
     assert_eq!(with(&[]).unwrap().guest_cid, 3);
 
-    let err = |more: &[&str]| chain(&with(more).unwrap_err());
+    let err = |more: &[&str]| crate::error_chain(&with(more).unwrap_err());
     assert_eq!(
         err(&["--guest-cid", "2"]),
         "--guest-cid: 2 is out of range 3..=4294967294"
@@ -484,7 +471,7 @@ fn fs_flags_and_keys() {
         tag36
     );
 
-    let err = |more: &[&str]| chain(&with(more).unwrap_err());
+    let err = |more: &[&str]| crate::error_chain(&with(more).unwrap_err());
     let missing = dir.path().join("nope");
     assert_eq!(
         err(&["--fs-dir", missing.to_str().unwrap()]),

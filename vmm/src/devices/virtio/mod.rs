@@ -101,6 +101,26 @@ pub trait VirtioDevice: Send {
     fn reset(&mut self);
 }
 
+/// Raises the used-buffer interrupt if the driver wants to hear about
+/// `queue` (or when that cannot be read); a failure is logged under
+/// `device` and counted in `failures`.
+pub fn notify_used(
+    queue: &mut Queue,
+    mem: &GuestMemoryMmap,
+    irq: &IrqTrigger,
+    failures: &mut u64,
+    device: &'static str,
+) {
+    use virtio_queue::QueueT;
+    if let Ok(false) = queue.needs_notification(mem) {
+        return;
+    }
+    if let Err(err) = irq.trigger(interrupt::VRING) {
+        *failures += 1;
+        tracing::warn!(%err, device, "raise the interrupt");
+    }
+}
+
 /// Interrupt status bits of virtio-mmio.
 pub mod interrupt {
     /// The device used a buffer.

@@ -12,7 +12,7 @@ use super::counters::FsCounters;
 use super::server::FsServer;
 use super::FsError;
 use crate::devices::virtio::{
-    device_type, interrupt, ActivateError, Activation, IrqTrigger, VirtioDevice,
+    device_type, notify_used, ActivateError, Activation, IrqTrigger, VirtioDevice,
 };
 
 /// Size of each queue.
@@ -180,15 +180,8 @@ impl FsWorker {
         let Some(queue) = active.queues.get_mut(index) else {
             return;
         };
-        match queue.needs_notification(&active.mem) {
-            Ok(false) => {}
-            Ok(true) | Err(_) => {
-                if let Err(err) = active.irq.trigger(interrupt::VRING) {
-                    self.counters.event_failures += 1;
-                    warn!(%err, "virtio-fs: raise the interrupt");
-                }
-            }
-        }
+        let failures = &mut self.counters.event_failures;
+        notify_used(queue, &active.mem, &active.irq, failures, "virtio-fs");
     }
 }
 

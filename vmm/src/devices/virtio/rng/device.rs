@@ -8,7 +8,7 @@ use vm_memory::{Address, Bytes, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::devices::virtio::{
-    device_type, interrupt, ActivateError, Activation, IrqTrigger, VirtioDevice,
+    device_type, notify_used, ActivateError, Activation, IrqTrigger, VirtioDevice,
 };
 
 /// Size of the request queue.
@@ -114,15 +114,14 @@ impl Rng {
         if !used_any {
             return;
         }
-        match active.queue.needs_notification(&active.mem) {
-            Ok(false) => {}
-            Ok(true) | Err(_) => {
-                if let Err(err) = active.irq.trigger(interrupt::VRING) {
-                    counters.event_failures += 1;
-                    warn!(%err, "virtio-rng: raise the interrupt");
-                }
-            }
-        }
+        let failures = &mut counters.event_failures;
+        notify_used(
+            &mut active.queue,
+            &active.mem,
+            &active.irq,
+            failures,
+            "virtio-rng",
+        );
     }
 
     fn signal_event_loop(&mut self) -> std::io::Result<()> {
@@ -268,7 +267,7 @@ mod tests {
         assert_ne!(q.read(0x10_000, 64), vec![0; 64], "entropy was written");
         assert_eq!(rng.counters().requests, 1);
         assert_eq!(rng.counters().bytes, 96);
-        assert_eq!(q.irq_status(), interrupt::VRING);
+        assert_eq!(q.irq_status(), crate::devices::virtio::interrupt::VRING);
     }
 
     #[test]

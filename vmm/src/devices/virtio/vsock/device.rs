@@ -16,7 +16,7 @@ use vmm_sys_util::timerfd::TimerFd;
 use super::muxer::{Muxer, VsockCounters};
 use super::packet::{self, HDR_SIZE, MAX_PAYLOAD};
 use crate::devices::virtio::{
-    device_type, interrupt, ActivateError, Activation, IrqTrigger, VirtioDevice,
+    device_type, notify_used, ActivateError, Activation, IrqTrigger, VirtioDevice,
 };
 
 /// Size of each queue.
@@ -279,15 +279,9 @@ impl Vsock {
 
 /// Interrupts the guest if the driver wants to hear about `queue`.
 fn notify(active: &mut Active, queue: usize, counters: &mut VsockCounters) {
-    match active.queues[queue].needs_notification(&active.mem) {
-        Ok(false) => {}
-        Ok(true) | Err(_) => {
-            if let Err(err) = active.irq.trigger(interrupt::VRING) {
-                counters.event_failures += 1;
-                warn!(%err, "virtio-vsock: raise the interrupt");
-            }
-        }
-    }
+    let failures = &mut counters.event_failures;
+    let queue = &mut active.queues[queue];
+    notify_used(queue, &active.mem, &active.irq, failures, "virtio-vsock");
 }
 
 impl VirtioDevice for Vsock {

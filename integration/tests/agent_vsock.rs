@@ -70,10 +70,17 @@ fn agent_answers_over_hybrid_vsock() -> Result<()> {
     ensure!(version.api_version == "vessel.agent.v1", "{version:?}");
     ensure!(version.kernel_release.starts_with("6.12."), "{version:?}");
 
-    // Many calls in flight on several connections at once.
+    // Many calls in flight on several connections at once. Each new
+    // connection first makes one round trip alone, as every client of ours
+    // does (agent/README.md: on an emulated-CPL0 host a request arriving
+    // while the agent starts a connection's threads can be lost).
     let clients: Vec<AgentClient> = (0..3)
-        .map(|_| AgentClient::connect(&uds, AGENT_PORT, STEP_TIMEOUT))
-        .collect::<Result<_, _>>()?;
+        .map(|_| -> Result<AgentClient> {
+            let c = AgentClient::connect(&uds, AGENT_PORT, STEP_TIMEOUT)?;
+            c.check().context("Check on a new connection")?;
+            Ok(c)
+        })
+        .collect::<Result<_>>()?;
     std::thread::scope(|scope| -> Result<()> {
         let workers: Vec<_> = clients
             .iter()

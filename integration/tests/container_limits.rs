@@ -6,9 +6,10 @@
 //!
 //! One VM (2 vCPUs, 512 MiB) serves every case. Sizes are shrunk for this
 //! machine, where every page the guest kernel zeroes or copies is emulated
-//! (about 0.6 MB/s): the memory limit is 6 MiB (awk doubles a string until
-//! killed, so only about 6 MiB is ever touched), and the pids case forks at
-//! most 20 sleeps. No time is asserted.
+//! (about 0.6 MB/s): the memory limit is 6 MiB (dd fills the container's
+//! /dev/shm tmpfs, whose pages are charged to it and cannot be reclaimed
+//! without swap, so the kill comes after about 6 MiB), and the pids case
+//! forks at most 20 sleeps. No time is asserted.
 
 use std::sync::mpsc;
 use std::time::Duration;
@@ -44,10 +45,11 @@ fn container_limits() -> Result<()> {
 
 fn oom(vm: &AgentVm) -> Result<()> {
     let client = vm.client();
-    // Anonymous memory, charged to the container's cgroup; awk copies in
-    // user space, so only the page faults cost guest kernel time.
-    let awk = "BEGIN { s = \"x\"; while (length(s) < 64 * 1024 * 1024) s = s s; print length(s) }";
-    let mut spec = container_spec(&["awk", awk]);
+    // tmpfs pages, charged to the container's cgroup. (awk doubling a
+    // string in anonymous memory was the first choice; on the emulated-CPL0
+    // host it sometimes spins in page faults for minutes without growing.)
+    let fill = ["dd", "if=/dev/zero", "of=/dev/shm/fill", "bs=1M", "count=64"];
+    let mut spec = container_spec(&fill);
     spec["linux"]["resources"] = json!({ "memory": { "limit": MEMORY_LIMIT } });
     let c = Container::create(client, "oom", &spec)?;
     let limit = c.stats()?.memory.limit_bytes;
@@ -69,7 +71,7 @@ fn oom(vm: &AgentVm) -> Result<()> {
     let out = c.output("")?;
     ensure!(
         out.status == 137,
-        "awk beyond a {MEMORY_LIMIT}-byte limit ended with {} (want 137, OOM-killed); \
+        "dd beyond a {MEMORY_LIMIT}-byte limit ended with {} (want 137, OOM-killed); \
          stdout {:?} stderr {:?}",
         out.status,
         out.stdout_text(),

@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use anyhow::{anyhow, ensure, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use serde_json::json;
 use vessel_agent_protocol::AgentClient;
 use vessel_integration::agent::{
@@ -115,11 +115,15 @@ fn back_pressure(client: &AgentClient) -> Result<()> {
     // Nobody reads for a while: the writer must wait, not lose bytes.
     std::thread::sleep(Duration::from_secs(2));
     let out = read_to_eof(client, c.id(), "", Stream::Stdout, 2 * FLOOD_BYTES)?;
-    ensure!(
-        out.len() == FLOOD_BYTES,
-        "read {} of {FLOOD_BYTES} bytes",
-        out.len()
-    );
+    if out.len() != FLOOD_BYTES {
+        let err = read_to_eof(client, c.id(), "", Stream::Stderr, FLOOD_BYTES)?;
+        bail!(
+            "read {} of {FLOOD_BYTES} bytes; exit status {}, stderr {:?}",
+            out.len(),
+            c.wait("")?,
+            String::from_utf8_lossy(&err)
+        );
+    }
     ensure!(
         out.iter().all(|&b| b == b'x'),
         "the output holds bytes other than 'x'"

@@ -53,12 +53,11 @@ fn tty(client: &AgentClient) -> Result<()> {
     // The terminal echoes "go" and ends lines with \r\n.
     let out = read_to_eof(client, c.id(), "", Stream::Stdout, 4096)?;
     let text = String::from_utf8_lossy(&out);
-    ensure!(
-        text.contains("33 101"),
-        "stty size on the terminal printed {text:?} (want 33 101)"
-    );
     let status = c.wait("")?;
-    ensure!(status == 0, "exit status {status}");
+    ensure!(
+        text.contains("33 101") && status == 0,
+        "stty size on the terminal printed {text:?} (want 33 101), exit status {status}"
+    );
     c.remove()
 }
 

@@ -48,7 +48,13 @@ fn oom(vm: &AgentVm) -> Result<()> {
     // tmpfs pages, charged to the container's cgroup. (awk doubling a
     // string in anonymous memory was the first choice; on the emulated-CPL0
     // host it sometimes spins in page faults for minutes without growing.)
-    let fill = ["dd", "if=/dev/zero", "of=/dev/shm/fill", "bs=1M", "count=64"];
+    let fill = [
+        "dd",
+        "if=/dev/zero",
+        "of=/dev/shm/fill",
+        "bs=1M",
+        "count=64",
+    ];
     let mut spec = container_spec(&fill);
     spec["linux"]["resources"] = json!({ "memory": { "limit": MEMORY_LIMIT } });
     let c = Container::create(client, "oom", &spec)?;

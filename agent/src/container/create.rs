@@ -70,18 +70,10 @@ impl Engine {
 
         let holder = self.pod_holder(&sandbox_id);
         let resources = spec.linux().as_ref().and_then(|l| l.resources().clone());
-        let cgroup = match self
+        // A failure from here on drops `overlay`, which removes it.
+        let cgroup = self
             .cgroups
-            .create(&sandbox_id, &req.id, resources.as_ref())
-        {
-            Ok(cgroup) => cgroup,
-            Err(e) => {
-                if let Some(overlay) = overlay {
-                    overlay.remove();
-                }
-                return Err(e.into());
-            }
-        };
+            .create(&sandbox_id, &req.id, resources.as_ref())?;
         let made = (|| {
             let terminal =
                 req.terminal || spec.process().as_ref().and_then(|p| p.terminal()) == Some(true);
@@ -133,9 +125,6 @@ impl Engine {
             Err(e) => {
                 if let Err(cleanup) = cgroup.remove() {
                     tracing::warn!(id = %req.id, error = %cleanup, "removing the cgroup of a failed create");
-                }
-                if let Some(overlay) = overlay {
-                    overlay.remove();
                 }
                 return Err(e);
             }

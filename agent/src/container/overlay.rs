@@ -14,7 +14,7 @@ use super::error::{ContainerError, SpecError};
 /// Where each container's layer lives: `<id>/{upper,work,merged}`.
 pub const OVERLAY_ROOT: &str = "/run/vessel/overlay";
 
-/// A mounted overlay, unmounted and deleted by [`Overlay::remove`].
+/// A mounted overlay, unmounted and deleted when dropped.
 #[derive(Debug)]
 pub struct Overlay {
     dir: PathBuf,
@@ -47,23 +47,21 @@ impl Overlay {
             );
             mount_overlay(&overlay.merged, &data)
         })();
-        match made {
-            Ok(()) => Ok(overlay),
-            Err(e) => {
-                overlay.remove();
-                Err(ContainerError::sys("mounting the rootfs overlay")(e))
-            }
-        }
+        // On failure, dropping `overlay` deletes what was made.
+        made.map(|()| overlay)
+            .map_err(ContainerError::sys("mounting the rootfs overlay"))
     }
 
     /// The container's rootfs.
     pub fn merged(&self) -> &Path {
         &self.merged
     }
+}
 
+impl Drop for Overlay {
     /// Unmounts the overlay (lazily: a process may still hold it) and
     /// deletes its layer; failures are logged.
-    pub fn remove(self) {
+    fn drop(&mut self) {
         if let Err(e) = umount_detach(&self.merged) {
             if e.raw_os_error() != Some(libc::EINVAL) {
                 tracing::warn!(dir = %self.merged.display(), error = %e, "unmounting a rootfs overlay");
@@ -161,7 +159,7 @@ mod tests {
             !lower.path().join("new").exists(),
             "writes stay in the upper layer"
         );
-        overlay.remove();
+        drop(overlay);
         assert!(!root.path().join("c1").exists());
     }
 }

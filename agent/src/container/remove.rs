@@ -37,9 +37,8 @@ impl Engine {
             oom.unwatch(id);
         }
         container.cgroup.remove()?;
-        if let Some(overlay) = lock(&container.overlay).take() {
-            overlay.remove();
-        }
+        // Dropping the overlay unmounts and deletes it.
+        lock(&container.overlay).take();
         lock(&self.containers).remove(id);
         let mut pods = lock(&self.pods);
         if pods.get(&container.sandbox_id).map(String::as_str) == Some(id) {

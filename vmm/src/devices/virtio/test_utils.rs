@@ -231,6 +231,19 @@ impl RingAt {
             .expect("desc table");
     }
 
+    /// Loads a [`FuzzInput`]: its table as the descriptor table, its image
+    /// at [`FUZZ_IMAGE_AT`] for descriptors to point at, and every two bytes
+    /// of its heads posted on the available ring.
+    pub fn load_fuzz_chains(&self, input: &FuzzInput<'_>) {
+        self.write_desc_table(input.table);
+        self.mem
+            .write_slice(input.image, GuestAddress(FUZZ_IMAGE_AT))
+            .expect("image fits in guest memory");
+        for head in input.heads.chunks_exact(2) {
+            self.publish(u16::from_le_bytes([head[0], head[1]]));
+        }
+    }
+
     /// The device-side queue, set up and ready.
     pub fn queue(&self) -> Queue {
         let mut q = Queue::new(self.size).expect("valid queue size");
@@ -302,6 +315,38 @@ pub fn temp_uds_path(tag: &str) -> std::path::PathBuf {
     ))
 }
 
+/// Where a fuzz input's image goes in guest memory.
+pub const FUZZ_IMAGE_AT: u64 = 0x10_000;
+/// The most of a fuzz input's image copied there.
+const FUZZ_IMAGE_MAX: usize = 0x80_000;
+
+/// A queue fuzz input, split: one byte choosing the queue size (1..=256),
+/// the descriptor table, two bytes per head (as many as the queue holds),
+/// and the image (at most 512 KiB).
+pub struct FuzzInput<'a> {
+    pub size: u16,
+    pub table: &'a [u8],
+    pub heads: &'a [u8],
+    pub image: &'a [u8],
+}
+
+impl FuzzInput<'_> {
+    /// `None` for an empty input.
+    pub fn split(data: &[u8]) -> Option<FuzzInput<'_>> {
+        let (&size_bits, rest) = data.split_first()?;
+        let size = 1u16 << (size_bits % 9);
+        let (table, rest) = rest.split_at(rest.len().min(16 * usize::from(size)));
+        let (heads, image) = rest.split_at(rest.len().min(2 * usize::from(size)));
+        let image = &image[..image.len().min(FUZZ_IMAGE_MAX)];
+        Some(FuzzInput {
+            size,
+            table,
+            heads,
+            image,
+        })
+    }
+}
+
 /// Fuzz driver for virtio-vsock's transmit path. `data` is: one byte
 /// choosing the queue size, the descriptor table, two bytes per head posted
 /// on the available ring (as many as the queue holds), and the rest, copied
@@ -311,23 +356,11 @@ pub fn fuzz_vsock_tx(data: &[u8]) {
     use super::vsock::Vsock;
     use super::VirtioDevice;
 
-    let Some((&size_bits, rest)) = data.split_first() else {
+    let Some(input) = FuzzInput::split(data) else {
         return;
     };
-    let size = 1u16 << (size_bits % 9); // 1..=256
-    let queues = VsockQueues::new(size);
-    let (table, rest) = rest.split_at(rest.len().min(16 * usize::from(size)));
-    let (heads, image) = rest.split_at(rest.len().min(2 * usize::from(size)));
-    queues.tx.write_desc_table(table);
-    let image = &image[..image.len().min(0x80_000)];
-    queues
-        .tx
-        .mem
-        .write_slice(image, GuestAddress(0x10_000))
-        .expect("image fits in guest memory");
-    for head in heads.chunks_exact(2) {
-        queues.tx.publish(u16::from_le_bytes([head[0], head[1]]));
-    }
+    let queues = VsockQueues::new(input.size);
+    queues.tx.ring.load_fuzz_chains(&input);
     let path = temp_uds_path("fuzz-vsock");
     let Ok(mut vsock) = Vsock::new(3, &path) else {
         return;
@@ -343,7 +376,7 @@ pub fn fuzz_vsock_tx(data: &[u8]) {
         "every chain is a packet or a rejection"
     );
     assert!(
-        c.tx_chains <= (heads.len() / 2) as u64,
+        c.tx_chains <= (input.heads.len() / 2) as u64,
         "more chains than posted heads"
     );
     assert!(
@@ -482,15 +515,12 @@ pub fn fuzz_fs_queue(data: &[u8]) {
     let Some(share) = fuzz_fs_tree() else {
         return;
     };
-    let Some((&size_bits, rest)) = data.split_first() else {
+    let Some(input) = FuzzInput::split(data) else {
         return;
     };
+    let (size, image) = (input.size, input.image);
     const FUZZ_MEM: usize = 4 << 20;
-    let size = 1u16 << (size_bits % 9); // 1..=256
     let queues = FsQueues::with_mem_size(size, FUZZ_MEM);
-    let (table, rest) = rest.split_at(rest.len().min(16 * usize::from(size)));
-    let (heads, image) = rest.split_at(rest.len().min(2 * usize::from(size)));
-    let image = &image[..image.len().min(0x80_000)];
     if test_client::contains_secret(image) {
         return;
     }
@@ -510,17 +540,7 @@ pub fn fuzz_fs_queue(data: &[u8]) {
     if queues.reply(head, reply).is_none() {
         return;
     }
-    queues.request.write_desc_table(table);
-    queues
-        .hiprio
-        .mem
-        .write_slice(image, GuestAddress(0x10_000))
-        .expect("image fits in guest memory");
-    for head in heads.chunks_exact(2) {
-        queues
-            .request
-            .publish(u16::from_le_bytes([head[0], head[1]]));
-    }
+    queues.request.load_fuzz_chains(&input);
     const HEADER: usize = 40;
     let mut at = 0;
     for _ in 0..usize::from(size / 2).min(16) {
@@ -531,7 +551,7 @@ pub fn fuzz_fs_queue(data: &[u8]) {
         let len = (len as usize).clamp(HEADER, image.len() - at);
         let reply = queues.alloc(64 << 10);
         queues.hiprio.add_chain(&[
-            (0x10_000 + at as u64, len as u32, false),
+            (FUZZ_IMAGE_AT + at as u64, len as u32, false),
             (reply, 64 << 10, true),
         ]);
         at += len;

@@ -25,6 +25,7 @@ fn fnv1a(hash: u64, bytes: &[u8]) -> u64 {
     })
 }
 use vessel_integration::{guest_kernel, positive_flag, test_initramfs, GuestSpec, Runner};
+use vessel_vmm::profile::HostProfile;
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -33,7 +34,8 @@ fn main() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let uds = dir.path().join("vsock.sock");
     let mut spec = GuestSpec::new(guest_kernel()?, test_initramfs()?);
-    spec.vcpus = 2;
+    // Two, or one where the host loses writes with more.
+    spec.vcpus = HostProfile::detect()?.workload_vcpus(2);
     spec.memory_mib = 256;
     spec.extra_cmdline = "vessel.test=vsock-sink".into();
     spec.vsock_uds = Some(uds.clone());

@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use tempfile::TempDir;
 use vessel_agent_protocol::agent::{CreateContainerRequest, StatsContainerResponse};
 use vessel_agent_protocol::{AgentClient, ClientError, AGENT_VSOCK_PORT};
+use vessel_vmm::profile::HostProfile;
 
 use crate::build::guest_kernel;
 use crate::guest::{GuestSpec, Runner, RunningGuest};
@@ -59,7 +60,7 @@ pub fn connect_while_running(
     }
 }
 
-/// A running VM (vessel-vmm, 2 vCPUs, 512 MiB) whose PID 1 is the agent and
+/// A running VM (vessel-vmm, 512 MiB, 2 vCPUs or 1 on an emulated-CPL0 host) whose PID 1 is the agent and
 /// whose initramfs holds the busybox rootfs at [`GUEST_BUSYBOX_ROOTFS`].
 /// Dropping it kills the VMM and removes its socket directory.
 pub struct AgentVm {
@@ -88,13 +89,20 @@ impl AgentVm {
         let dir = tempfile::tempdir()?;
         let uds = dir.path().join("vsock.sock");
         let mut spec = GuestSpec::new(guest_kernel()?, agent_initramfs_with_rootfs()?);
-        spec.vcpus = 2;
+        // Two vCPUs, or one where the host loses writes with more
+        // (HostProfile::reliable_vcpus).
+        spec.vcpus = HostProfile::detect()?.workload_vcpus(2);
         spec.memory_mib = 512;
         spec.vsock_uds = Some(uds.clone());
         spec.api_sock = Some(dir.path().join("api.sock"));
         // VESSEL_GUEST_LOG=debug: the agent's log level, for debugging.
         if let Ok(level) = std::env::var("VESSEL_GUEST_LOG") {
             spec.extra_cmdline = format!("vessel.log={level}");
+        }
+        // VESSEL_GUEST_CMDLINE="loglevel=7 print-fatal-signals=1": more
+        // kernel arguments, for debugging.
+        if let Ok(extra) = std::env::var("VESSEL_GUEST_CMDLINE") {
+            spec.extra_cmdline.push_str(&format!(" {extra}"));
         }
         if let Some(share) = share {
             spec.fs_dir = Some(share.to_path_buf());

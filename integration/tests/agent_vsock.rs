@@ -14,6 +14,7 @@ use anyhow::{bail, ensure, Context, Result};
 use vessel_agent_protocol::client::{handshake, AgentClient, ClientError};
 use vessel_integration::agent::BOOT_TIMEOUT;
 use vessel_integration::{agent_initramfs, connect_while_running, guest_kernel, GuestSpec, Runner};
+use vessel_vmm::profile::HostProfile;
 
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 const AGENT_PORT: u32 = 1024;
@@ -48,7 +49,8 @@ fn agent_answers_over_hybrid_vsock() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let uds = dir.path().join("vsock.sock");
     let mut spec = GuestSpec::new(guest_kernel()?, agent_initramfs()?);
-    spec.vcpus = 2;
+    // Two, or one where the host loses writes with more.
+    spec.vcpus = HostProfile::detect()?.workload_vcpus(2);
     spec.memory_mib = 256;
     spec.vsock_uds = Some(uds.clone());
     let mut guest = Runner::VesselVmm.spawn(&spec)?;

@@ -335,6 +335,14 @@ impl Vm {
             .map(|id| Vcpu::new(&vm, id, config.vcpus, &supported, masked, kernel.entry.0))
             .collect::<Result<Vec<_>, _>>()
             .map_err(VmError::CreateVcpu)?;
+        if let Some(most) = profile.reliable_vcpus().filter(|&most| config.vcpus > most) {
+            warn!(
+                vcpus = config.vcpus,
+                reliable = most,
+                %profile,
+                "guests with more vCPUs than this host runs reliably may lose memory writes"
+            );
+        }
         info!(vcpus = config.vcpus, memory_mib = config.memory_mib, %profile, "VM built");
         Ok(Self {
             _vm: vm,

@@ -562,6 +562,17 @@ impl Cases {
     /// Ok if every case passed; else an error listing each failure and the
     /// tail of the guest console.
     pub fn finish(self, vm: &AgentVm) -> Result<()> {
+        let context = format!(
+            "guest console tail:\n{}\nVMM log:\n{}",
+            vm.console_tail(40),
+            vm.vmm_log()
+        );
+        self.finish_with(&context)
+    }
+
+    /// Ok if every case passed; else an error with `context` (logs), then
+    /// the list of failures (last, so that a truncated log still shows it).
+    pub fn finish_with(self, context: &str) -> Result<()> {
         if self.failures.is_empty() {
             return Ok(());
         }
@@ -570,11 +581,8 @@ impl Cases {
             .iter()
             .map(|(name, msg)| format!("- {name}: {msg}"))
             .collect();
-        // The list comes last, so that a truncated log still shows it.
         Err(anyhow!(
-            "guest console tail:\n{}\nVMM log:\n{}\n{} of {} cases failed:\n{}",
-            vm.console_tail(40),
-            vm.vmm_log(),
+            "{context}\n{} of {} cases failed:\n{}",
             self.failures.len(),
             self.failures.len() + self.passed,
             list.join("\n"),

@@ -7,7 +7,9 @@
 
 pub mod agent;
 pub mod build;
+pub mod containerd;
 pub mod guest;
+pub mod image;
 pub mod report;
 pub mod rootfs;
 pub mod vmm_api;

@@ -1,0 +1,272 @@
+//! The shim's configuration: `/etc/vessel/config.toml` (or the file named by
+//! `VESSEL_CONFIG`), then per-pod annotations from the allow-list in it.
+//!
+//! ```toml
+//! kernel = "/var/lib/vessel/vmlinux"
+//! initrd = "/var/lib/vessel/agent.cpio"
+//! vcpus = 1
+//! memory_mib = 512
+//! log_level = "info"
+//! debug_console = false
+//! enable_annotations = ["vcpus", "memory_mib"]
+//! ```
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::ShimError;
+
+/// The config file read when `VESSEL_CONFIG` is not set.
+pub const DEFAULT_CONFIG: &str = "/etc/vessel/config.toml";
+/// The environment variable naming another config file.
+pub const CONFIG_ENV: &str = "VESSEL_CONFIG";
+/// Annotation keys that override config keys: `io.vessel.config.<key>`.
+pub const ANNOTATION_PREFIX: &str = "io.vessel.config.";
+
+/// Keys an annotation may set, if the config's allow-list names them.
+const ANNOTATABLE: &[&str] = &[
+    "kernel",
+    "initrd",
+    "vcpus",
+    "memory_mib",
+    "log_level",
+    "debug_console",
+];
+
+/// How the shim builds each pod's VM.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VesselConfig {
+    /// The `vessel-vmm` binary; empty: next to the shim, then on `PATH`.
+    pub vmm: PathBuf,
+    /// The guest kernel (vmlinux).
+    pub kernel: PathBuf,
+    /// The initramfs whose `/init` is vessel-agent.
+    pub initrd: PathBuf,
+    /// vCPUs of each VM.
+    pub vcpus: u8,
+    /// Guest memory of each VM, MiB.
+    pub memory_mib: u32,
+    /// The guest agent's log level (`vessel.log=`).
+    pub log_level: String,
+    /// Kernel messages on the console file (otherwise `quiet`).
+    pub debug_console: bool,
+    /// How long a VM may take to answer its first agent call, seconds.
+    pub boot_timeout_secs: u64,
+    /// Where sandboxes keep sockets, console logs and their shared directory.
+    pub state_dir: PathBuf,
+    /// Config keys that pod annotations `io.vessel.config.<key>` may set.
+    pub enable_annotations: Vec<String>,
+}
+
+impl Default for VesselConfig {
+    fn default() -> Self {
+        VesselConfig {
+            vmm: PathBuf::new(),
+            kernel: PathBuf::new(),
+            initrd: PathBuf::new(),
+            vcpus: 1,
+            memory_mib: 512,
+            log_level: "info".into(),
+            debug_console: false,
+            boot_timeout_secs: 300,
+            state_dir: PathBuf::from("/run/vessel"),
+            enable_annotations: Vec::new(),
+        }
+    }
+}
+
+impl VesselConfig {
+    /// Reads the config file (`VESSEL_CONFIG`, else [`DEFAULT_CONFIG`]).
+    pub fn load() -> Result<VesselConfig, ShimError> {
+        let path = std::env::var_os(CONFIG_ENV)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+        Self::from_file(&path)
+    }
+
+    /// Reads and checks `path`.
+    pub fn from_file(path: &Path) -> Result<VesselConfig, ShimError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ShimError::ReadConfig {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config: VesselConfig =
+            toml::from_str(&text).map_err(|source| ShimError::ParseConfig {
+                path: path.to_owned(),
+                source,
+            })?;
+        for key in &config.enable_annotations {
+            if !ANNOTATABLE.contains(&key.as_str()) {
+                return Err(ShimError::InvalidConfig(format!(
+                    "enable_annotations: {key:?} cannot be set by an annotation (allowed: {})",
+                    ANNOTATABLE.join(", ")
+                )));
+            }
+        }
+        Ok(config)
+    }
+
+    /// This config with the allowed `io.vessel.config.*` annotations applied.
+    /// An annotation the allow-list does not name is an error, not ignored.
+    pub fn with_annotations(
+        &self,
+        annotations: &HashMap<String, String>,
+    ) -> Result<VesselConfig, ShimError> {
+        let mut config = self.clone();
+        for (key, value) in annotations {
+            let Some(name) = key.strip_prefix(ANNOTATION_PREFIX) else {
+                continue;
+            };
+            let bad = |reason: String| ShimError::InvalidAnnotation {
+                key: key.clone(),
+                reason,
+            };
+            if !config.enable_annotations.iter().any(|k| k == name) {
+                return Err(bad("not in the config's enable_annotations".into()));
+            }
+            let number = |v: &str| v.parse::<u64>().map_err(|e| bad(e.to_string()));
+            match name {
+                "kernel" => config.kernel = value.into(),
+                "initrd" => config.initrd = value.into(),
+                "vcpus" => {
+                    config.vcpus = u8::try_from(number(value)?).map_err(|e| bad(e.to_string()))?
+                }
+                "memory_mib" => {
+                    config.memory_mib =
+                        u32::try_from(number(value)?).map_err(|e| bad(e.to_string()))?
+                }
+                "log_level" => config.log_level = value.clone(),
+                "debug_console" => {
+                    config.debug_console = value.parse().map_err(|_| bad("not a bool".into()))?
+                }
+                _ => return Err(bad("unknown key".into())),
+            }
+        }
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Refuses values no VM can be built from, naming missing files.
+    pub fn check(&self) -> Result<(), ShimError> {
+        for (what, path) in [("kernel", &self.kernel), ("initrd", &self.initrd)] {
+            if path.as_os_str().is_empty() {
+                return Err(ShimError::InvalidConfig(format!("{what} is not set")));
+            }
+            if !path.exists() {
+                return Err(ShimError::MissingFile {
+                    what,
+                    path: path.clone(),
+                });
+            }
+        }
+        if self.vcpus == 0 {
+            return Err(ShimError::InvalidConfig("vcpus must be at least 1".into()));
+        }
+        if self.memory_mib < 64 {
+            return Err(ShimError::InvalidConfig(
+                "memory_mib must be at least 64".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The VMM binary: the configured one, else `vessel-vmm` next to the
+    /// running shim, else on `PATH`.
+    pub fn vmm_binary(&self) -> PathBuf {
+        if !self.vmm.as_os_str().is_empty() {
+            return self.vmm.clone();
+        }
+        let sibling = std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(|dir| dir.join("vessel-vmm")));
+        match sibling {
+            Some(path) if path.exists() => path,
+            _ => PathBuf::from("vessel-vmm"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config_with_files(dir: &Path, extra: &str) -> VesselConfig {
+        std::fs::write(dir.join("vmlinux"), b"k").unwrap();
+        std::fs::write(dir.join("initrd"), b"i").unwrap();
+        let file = dir.join("config.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "kernel = \"{}/vmlinux\"\ninitrd = \"{}/initrd\"\n{extra}",
+                dir.display(),
+                dir.display()
+            ),
+        )
+        .unwrap();
+        VesselConfig::from_file(&file).unwrap()
+    }
+
+    #[test]
+    fn defaults_fill_what_the_file_leaves_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_with_files(dir.path(), "");
+        assert_eq!(config.vcpus, 1);
+        assert_eq!(config.memory_mib, 512);
+        config.check().unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_and_missing_files_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "kernal = \"/x\"\n").unwrap();
+        let err = VesselConfig::from_file(&file).unwrap_err().chain();
+        assert!(err.contains("kernal"), "{err}");
+
+        let config = VesselConfig {
+            kernel: dir.path().join("nope"),
+            initrd: dir.path().join("nope2"),
+            ..VesselConfig::default()
+        };
+        let err = config.check().unwrap_err().to_string();
+        assert!(err.contains("kernel") && err.contains("nope"), "{err}");
+        let missing = VesselConfig::from_file(&dir.path().join("absent.toml")).unwrap_err();
+        assert!(missing.chain().contains("absent.toml"));
+    }
+
+    #[test]
+    fn only_allowed_annotations_apply() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_with_files(dir.path(), "enable_annotations = [\"vcpus\"]\n");
+        let mut ann = HashMap::new();
+        ann.insert("io.vessel.config.vcpus".to_string(), "2".to_string());
+        ann.insert("io.kubernetes.cri.sandbox-id".to_string(), "x".to_string());
+        assert_eq!(config.with_annotations(&ann).unwrap().vcpus, 2);
+
+        ann.insert(
+            "io.vessel.config.memory_mib".to_string(),
+            "1024".to_string(),
+        );
+        let err = config.with_annotations(&ann).unwrap_err();
+        assert!(matches!(err, ShimError::InvalidAnnotation { .. }), "{err}");
+
+        let mut bad = HashMap::new();
+        bad.insert("io.vessel.config.vcpus".to_string(), "lots".to_string());
+        assert!(config.with_annotations(&bad).is_err());
+    }
+
+    #[test]
+    fn the_allow_list_names_only_known_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("c.toml"),
+            "enable_annotations = [\"vmm\"]\n",
+        )
+        .unwrap();
+        let err = VesselConfig::from_file(&dir.path().join("c.toml")).unwrap_err();
+        assert!(err.to_string().contains("vmm"));
+    }
+}

@@ -534,7 +534,14 @@ impl Cases {
     }
 
     /// Runs `case`; an error or a panic is recorded under `name`.
+    /// `VESSEL_CASES=TEXT` runs only the cases whose name contains TEXT.
     pub fn run(&mut self, name: &str, case: impl FnOnce() -> Result<()>) {
+        if let Ok(only) = std::env::var("VESSEL_CASES") {
+            if !name.contains(&only) {
+                eprintln!("case {name}: skipped (VESSEL_CASES={only})");
+                return;
+            }
+        }
         eprintln!("case {name}: running");
         let start = Instant::now();
         let outcome = match catch_unwind(AssertUnwindSafe(case)) {

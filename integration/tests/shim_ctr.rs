@@ -59,7 +59,6 @@ fn image_config_stdin_and_exit_code(c: &Containerd, image: &str) -> Result<()> {
         .ctr(&[
             "run",
             "--rm",
-            "-i",
             "--runtime",
             RUNTIME,
             image,
@@ -155,6 +154,184 @@ fn task_verbs(c: &Containerd, image: &str) -> Result<()> {
     result
 }
 
+/// The PID column of `ctr task ls` for task `id`.
+fn task_pid(c: &Containerd, id: &str) -> Result<String> {
+    let ls = text(&c.ctr_ok(&["task", "ls"])?.stdout);
+    ls.lines()
+        .find(|l| l.split_whitespace().next() == Some(id))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .map(str::to_owned)
+        .with_context(|| format!("no task {id} in {ls:?}"))
+}
+
+fn task_status(c: &Containerd, id: &str) -> Result<String> {
+    let ls = text(&c.ctr_ok(&["task", "ls"])?.stdout);
+    Ok(ls
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(id))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .unwrap_or("")
+        .to_owned())
+}
+
+fn remove(c: &Containerd, id: &str) {
+    let _ = c.ctr(&["task", "kill", "--signal", "SIGKILL", id]).output();
+    let _ = c.ctr(&["task", "delete", "--force", id]).output();
+    let _ = c.ctr(&["containers", "delete", id]).output();
+}
+
+/// Two containers of one pod (CRI annotations) share its VM and a volume;
+/// SIGKILL stops one that ignores SIGTERM.
+fn pod_shares_vm_and_volume(c: &Containerd, image: &str) -> Result<()> {
+    let vol = c.dir().join("pod-volume");
+    std::fs::create_dir_all(&vol)?;
+    let mount = format!("type=bind,src={},dst=/vol,options=rbind:rw", vol.display());
+    let pod = |kind: &str| {
+        vec![
+            "--annotation".to_owned(),
+            format!("io.kubernetes.cri.container-type={kind}"),
+            "--annotation".to_owned(),
+            "io.kubernetes.cri.sandbox-id=pod1".to_owned(),
+        ]
+    };
+    let run = |id: &str, kind: &str, script: &str| -> Result<()> {
+        let mut args: Vec<String> = ["run", "-d", "--runtime", RUNTIME, "--mount", &mount]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.extend(pod(kind));
+        args.extend(
+            [image, id, "sh", "-c", script]
+                .iter()
+                .map(|s| s.to_string()),
+        );
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        c.ctr_ok(&args).map(|_| ())
+    };
+    let result = (|| -> Result<()> {
+        run(
+            "pod1",
+            "sandbox",
+            "echo from-sandbox > /vol/a; while true; do sleep 1; done",
+        )?;
+        run(
+            "pod1-c2",
+            "container",
+            "trap '' TERM; while [ ! -s /vol/a ]; do sleep 1; done; cat /vol/a > /vol/seen; echo from-c2 > /vol/b; while true; do sleep 1; done",
+        )?;
+        eventually(
+            "the second container wrote the volume",
+            Duration::from_secs(180),
+            || Ok(vol.join("b").exists()),
+        )
+        .with_context(|| {
+            let tasks = c.ctr(&["task", "ls"]).output().map(|o| o.stdout);
+            format!(
+                "tasks: {}\nguest console:\n{}",
+                text(&tasks.unwrap_or_default()),
+                consoles(c)
+            )
+        })?;
+        ensure!(
+            std::fs::read_to_string(vol.join("seen"))? == "from-sandbox\n",
+            "c2 did not see the sandbox's file"
+        );
+        ensure!(std::fs::read_to_string(vol.join("b"))? == "from-c2\n");
+        let (a, b) = (task_pid(c, "pod1")?, task_pid(c, "pod1-c2")?);
+        ensure!(
+            a == b,
+            "the pod's containers run in different VMs (VMM pids {a} and {b})"
+        );
+        c.ctr_ok(&["task", "kill", "--signal", "SIGTERM", "pod1-c2"])?;
+        std::thread::sleep(Duration::from_secs(3));
+        ensure!(
+            task_status(c, "pod1-c2")? == "RUNNING",
+            "SIGTERM was not ignored"
+        );
+        c.ctr_ok(&["task", "kill", "--signal", "SIGKILL", "pod1-c2"])?;
+        eventually(
+            "SIGKILL stops the container",
+            Duration::from_secs(60),
+            || Ok(task_status(c, "pod1-c2")? == "STOPPED"),
+        )?;
+        ensure!(
+            task_status(c, "pod1")? == "RUNNING",
+            "the sandbox died with its container"
+        );
+        Ok(())
+    })();
+    remove(c, "pod1-c2");
+    remove(c, "pod1");
+    result
+}
+
+/// The tail of every sandbox's guest console.
+fn consoles(c: &Containerd) -> String {
+    let mut out = String::new();
+    let dirs = std::fs::read_dir(c.vessel_state());
+    for entry in dirs.into_iter().flatten().flatten() {
+        let console = std::fs::read_to_string(entry.path().join("console.log")).unwrap_or_default();
+        let lines: Vec<&str> = console.lines().collect();
+        out.push_str(&lines[lines.len().saturating_sub(20)..].join("\n"));
+        out.push('\n');
+    }
+    out
+}
+
+/// A VMM killed from outside: the task exits, and can be deleted.
+fn killed_vmm_is_a_task_exit(c: &Containerd, image: &str) -> Result<()> {
+    let id = "vmkill";
+    let result = (|| -> Result<()> {
+        c.ctr_ok(&[
+            "run",
+            "-d",
+            "--runtime",
+            RUNTIME,
+            image,
+            id,
+            "sleep",
+            "1000",
+        ])?;
+        let pid: i32 = task_pid(c, id)?.parse()?;
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))?;
+        ensure!(
+            comm.trim() == "vessel-vmm",
+            "task pid {pid} is {comm:?}, not the VMM"
+        );
+        // SAFETY: kill(2) on the VMM this test started; no memory is passed.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        eventually(
+            "the task exits with its VM",
+            Duration::from_secs(60),
+            || Ok(task_status(c, id)? == "STOPPED"),
+        )?;
+        c.ctr_ok(&["task", "delete", id])?;
+        Ok(())
+    })();
+    remove(c, id);
+    result
+}
+
+/// `ctr run -t`: the process has a terminal (ctr needs one: script(1)).
+fn tty(c: &Containerd, image: &str) -> Result<()> {
+    let ctr = format!(
+        "timeout 300 ctr --address {} --namespace vessel run --rm -t --runtime {RUNTIME} {image} tty sh -c 'test -t 0 && test -t 1 && tty'",
+        c.dir().join("containerd.sock").display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &ctr, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .context("script (util-linux)")?;
+    let stdout = text(&out.stdout);
+    ensure!(
+        stdout.contains("/dev/console") || stdout.contains("/dev/pts/"),
+        "no terminal in the container: {stdout:?} {:?}",
+        text(&out.stderr)
+    );
+    Ok(())
+}
+
 /// After every container is gone: no shim, VMM, mount or state left.
 fn nothing_left(c: &Containerd) -> Result<()> {
     eventually("shims and VMMs exit", Duration::from_secs(30), || {
@@ -187,6 +364,13 @@ fn containers_run_in_microvms_through_containerd() -> Result<()> {
     cases.run("exec, ps, pause, resume, metrics, SIGTERM", || {
         task_verbs(&c, image)
     });
+    cases.run("a pod: one VM, one volume, SIGKILL", || {
+        pod_shares_vm_and_volume(&c, image)
+    });
+    cases.run("a killed VMM is a task exit", || {
+        killed_vmm_is_a_task_exit(&c, image)
+    });
+    cases.run("ctr run -t gets a terminal", || tty(&c, image));
     cases.run("nothing is left behind", || nothing_left(&c));
     let log = c.log();
     let log: Vec<&str> = log.lines().collect();

@@ -168,10 +168,12 @@ impl Tasks {
             serde_json::to_vec(&guest.json).map_err(|e| ShimError::InvalidSpec(e.to_string()))?;
         create.rootfs_path = guest.rootfs.to_string_lossy().into_owned();
         create.terminal = req.stdio.terminal;
+        let creating = std::time::Instant::now();
         let guest_pid = sandbox
             .agent()?
             .create_container(&create)
             .map_err(ShimError::Agent)?;
+        let create_ms = creating.elapsed().as_millis() as u64;
         let mut init = Process::new("", req.stdio.clone(), Vec::new());
         init.guest_pid = guest_pid;
         let started = self.start_io(sandbox, &req.id, &mut init);
@@ -182,7 +184,7 @@ impl Tasks {
             return Err(e);
         }
         let pid = sandbox.vmm_pid();
-        tracing::info!(id = %req.id, sandbox = sandbox_id, guest_pid, "container created");
+        tracing::info!(id = %req.id, sandbox = sandbox_id, guest_pid, create_ms, "container created");
         self.lock().containers.insert(
             req.id.clone(),
             Container {

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod boot;
+pub mod check;
 pub mod config;
 pub mod control;
 pub mod cpu;

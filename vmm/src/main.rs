@@ -1,5 +1,7 @@
 //! `vessel-vmm`: the microVM monitor binary.
 //!
+//! `vessel-vmm check` tells whether this host can run Vessel.
+//!
 //! `vessel-vmm [--config FILE] --kernel PATH --initrd PATH [--cmdline EXTRA]
 //! [--vcpus N] [--memory-mib N] [--serial stdout|PATH] [--api-sock PATH]
 //! [--vsock-uds PATH] [--guest-cid N] [--fs-dir PATH [--fs-tag TAG]
@@ -44,6 +46,14 @@ fn main() -> ExitCode {
     if args.iter().any(|a| a == "-h" || a == "--help") {
         println!("{USAGE}");
         return ExitCode::SUCCESS;
+    }
+    if args.first().map(String::as_str) == Some("check") {
+        // `vessel-vmm check`: can this host run Vessel, and why not.
+        return if vessel_vmm::check::run() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
     }
     tracing_subscriber::fmt()
         .with_env_filter(

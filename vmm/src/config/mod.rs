@@ -42,7 +42,7 @@ pub const MAX_FS_TAG_LEN: usize = crate::devices::virtio::fs::device::TAG_LEN;
 pub const USAGE: &str = "usage: vessel-vmm [--config FILE] --kernel PATH --initrd PATH \
 [--cmdline EXTRA] [--vcpus N] [--memory-mib N] [--serial stdout|PATH] [--api-sock PATH] \
 [--vsock-uds PATH] [--guest-cid N] \
-[--fs-dir PATH [--fs-tag TAG] [--fs-cache auto|always|never] [--fs-xattr on|off]]";
+[--fs-dir PATH [--fs-tag TAG] [--fs-cache auto|always|never] [--fs-xattr on|off]]\n       vessel-vmm check   (can this host run Vessel?)";
 
 /// Where the guest's serial console goes.
 #[derive(Debug, Clone, PartialEq, Eq)]

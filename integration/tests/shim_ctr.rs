@@ -180,104 +180,6 @@ fn remove(c: &Containerd, id: &str) {
     let _ = c.ctr(&["containers", "delete", id]).output();
 }
 
-/// Two containers of one pod (CRI annotations) share its VM and a volume;
-/// SIGKILL stops one that ignores SIGTERM.
-fn pod_shares_vm_and_volume(c: &Containerd, image: &str) -> Result<()> {
-    let vol = c.dir().join("pod-volume");
-    std::fs::create_dir_all(&vol)?;
-    let mount = format!("type=bind,src={},dst=/vol,options=rbind:rw", vol.display());
-    let pod = |kind: &str| {
-        vec![
-            "--annotation".to_owned(),
-            format!("io.kubernetes.cri.container-type={kind}"),
-            "--annotation".to_owned(),
-            "io.kubernetes.cri.sandbox-id=pod1".to_owned(),
-        ]
-    };
-    let run = |id: &str, kind: &str, script: &str| -> Result<()> {
-        let mut args: Vec<String> = ["run", "-d", "--runtime", RUNTIME, "--mount", &mount]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        args.extend(pod(kind));
-        args.extend(
-            [image, id, "sh", "-c", script]
-                .iter()
-                .map(|s| s.to_string()),
-        );
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        c.ctr_ok(&args).map(|_| ())
-    };
-    let result = (|| -> Result<()> {
-        run(
-            "pod1",
-            "sandbox",
-            "echo from-sandbox > /vol/a; while true; do sleep 1; done",
-        )?;
-        run(
-            "pod1-c2",
-            "container",
-            "trap '' TERM; while [ ! -s /vol/a ]; do sleep 1; done; cat /vol/a > /vol/seen; echo from-c2 > /vol/b; while true; do sleep 1; done",
-        )?;
-        eventually(
-            "the second container wrote the volume",
-            Duration::from_secs(180),
-            || Ok(vol.join("b").exists()),
-        )
-        .with_context(|| {
-            let tasks = c.ctr(&["task", "ls"]).output().map(|o| o.stdout);
-            format!(
-                "tasks: {}\nguest console:\n{}",
-                text(&tasks.unwrap_or_default()),
-                consoles(c)
-            )
-        })?;
-        ensure!(
-            std::fs::read_to_string(vol.join("seen"))? == "from-sandbox\n",
-            "c2 did not see the sandbox's file"
-        );
-        ensure!(std::fs::read_to_string(vol.join("b"))? == "from-c2\n");
-        let (a, b) = (task_pid(c, "pod1")?, task_pid(c, "pod1-c2")?);
-        ensure!(
-            a == b,
-            "the pod's containers run in different VMs (VMM pids {a} and {b})"
-        );
-        c.ctr_ok(&["task", "kill", "--signal", "SIGTERM", "pod1-c2"])?;
-        std::thread::sleep(Duration::from_secs(3));
-        ensure!(
-            task_status(c, "pod1-c2")? == "RUNNING",
-            "SIGTERM was not ignored"
-        );
-        c.ctr_ok(&["task", "kill", "--signal", "SIGKILL", "pod1-c2"])?;
-        eventually(
-            "SIGKILL stops the container",
-            Duration::from_secs(60),
-            || Ok(task_status(c, "pod1-c2")? == "STOPPED"),
-        )?;
-        ensure!(
-            task_status(c, "pod1")? == "RUNNING",
-            "the sandbox died with its container"
-        );
-        Ok(())
-    })();
-    remove(c, "pod1-c2");
-    remove(c, "pod1");
-    result
-}
-
-/// The tail of every sandbox's guest console.
-fn consoles(c: &Containerd) -> String {
-    let mut out = String::new();
-    let dirs = std::fs::read_dir(c.vessel_state());
-    for entry in dirs.into_iter().flatten().flatten() {
-        let console = std::fs::read_to_string(entry.path().join("console.log")).unwrap_or_default();
-        let lines: Vec<&str> = console.lines().collect();
-        out.push_str(&lines[lines.len().saturating_sub(20)..].join("\n"));
-        out.push('\n');
-    }
-    out
-}
-
 /// A VMM killed from outside: the task exits, and can be deleted.
 fn killed_vmm_is_a_task_exit(c: &Containerd, image: &str) -> Result<()> {
     let id = "vmkill";
@@ -363,9 +265,6 @@ fn containers_run_in_microvms_through_containerd() -> Result<()> {
     });
     cases.run("exec, ps, pause, resume, metrics, SIGTERM", || {
         task_verbs(&c, image)
-    });
-    cases.run("a pod: one VM, one volume, SIGKILL", || {
-        pod_shares_vm_and_volume(&c, image)
     });
     cases.run("a killed VMM is a task exit", || {
         killed_vmm_is_a_task_exit(&c, image)

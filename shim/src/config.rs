@@ -25,6 +25,12 @@ pub const CONFIG_ENV: &str = "VESSEL_CONFIG";
 /// Annotation keys that override config keys: `io.vessel.config.<key>`.
 pub const ANNOTATION_PREFIX: &str = "io.vessel.config.";
 
+/// CRI: the pod's memory limit in bytes (containerd 1.7+).
+const SANDBOX_MEMORY: &str = "io.kubernetes.cri.sandbox-memory";
+/// CRI: the pod's CFS quota and period (containerd 1.7+).
+const SANDBOX_CPU_QUOTA: &str = "io.kubernetes.cri.sandbox-cpu-quota";
+const SANDBOX_CPU_PERIOD: &str = "io.kubernetes.cri.sandbox-cpu-period";
+
 /// Keys an annotation may set, if the config's allow-list names them.
 const ANNOTATABLE: &[&str] = &[
     "kernel",
@@ -145,8 +151,44 @@ impl VesselConfig {
                 _ => return Err(bad("unknown key".into())),
             }
         }
+        config.add_pod_resources(annotations)?;
         config.check()?;
         Ok(config)
+    }
+
+    /// Grows the VM by the pod's resources, which containerd's CRI (1.7 and
+    /// later) passes on the sandbox: the memory limit, and CPUs from the CFS
+    /// quota over the period, rounded up. The configured size stays as the
+    /// guest's own overhead.
+    fn add_pod_resources(
+        &mut self,
+        annotations: &HashMap<String, String>,
+    ) -> Result<(), ShimError> {
+        let number = |key: &str| -> Result<Option<u64>, ShimError> {
+            match annotations.get(key) {
+                None => Ok(None),
+                Some(v) => v
+                    .parse::<i64>()
+                    .map(|n| Some(n.max(0) as u64))
+                    .map_err(|e| ShimError::InvalidAnnotation {
+                        key: key.to_owned(),
+                        reason: e.to_string(),
+                    }),
+            }
+        };
+        if let Some(bytes) = number(SANDBOX_MEMORY)? {
+            let mib = u32::try_from(bytes.div_ceil(1 << 20)).unwrap_or(u32::MAX);
+            self.memory_mib = self.memory_mib.saturating_add(mib);
+        }
+        if let (Some(quota), Some(period)) =
+            (number(SANDBOX_CPU_QUOTA)?, number(SANDBOX_CPU_PERIOD)?)
+        {
+            if quota > 0 && period > 0 {
+                let cpus = u8::try_from(quota.div_ceil(period)).unwrap_or(u8::MAX);
+                self.vcpus = self.vcpus.saturating_add(cpus);
+            }
+        }
+        Ok(())
     }
 
     /// Refuses values no VM can be built from, naming missing files.
@@ -256,6 +298,22 @@ mod tests {
         let mut bad = HashMap::new();
         bad.insert("io.vessel.config.vcpus".to_string(), "lots".to_string());
         assert!(config.with_annotations(&bad).is_err());
+    }
+
+    #[test]
+    fn the_vm_grows_by_the_pods_resources() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_with_files(dir.path(), "");
+        let mut ann = HashMap::new();
+        ann.insert(SANDBOX_MEMORY.to_string(), (256u64 << 20).to_string());
+        ann.insert(SANDBOX_CPU_QUOTA.to_string(), "150000".to_string());
+        ann.insert(SANDBOX_CPU_PERIOD.to_string(), "100000".to_string());
+        let sized = config.with_annotations(&ann).unwrap();
+        assert_eq!((sized.memory_mib, sized.vcpus), (512 + 256, 1 + 2));
+        ann.insert(SANDBOX_CPU_QUOTA.to_string(), "-1".to_string());
+        assert_eq!(config.with_annotations(&ann).unwrap().vcpus, 1);
+        ann.insert(SANDBOX_MEMORY.to_string(), "lots".to_string());
+        assert!(config.with_annotations(&ann).is_err());
     }
 
     #[test]

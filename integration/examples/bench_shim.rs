@@ -79,16 +79,7 @@ fn main() -> Result<()> {
     }
 
     // Memory of one idle pod.
-    c.ctr_ok(&[
-        "run",
-        "-d",
-        "--runtime",
-        RUNTIME,
-        image,
-        "mem",
-        "sleep",
-        "1000",
-    ])?;
+    c.run_detached(image, "mem", &["sleep", "1000"])?;
     std::thread::sleep(Duration::from_secs(2));
     let ls = String::from_utf8_lossy(&c.ctr_ok(&["task", "ls"])?.stdout).into_owned();
     let vmm: u32 = ls

@@ -129,6 +129,14 @@ impl Containerd {
         Ok(out)
     }
 
+    /// `ctr run -d` of `image` as task `id` with the vessel runtime,
+    /// running `cmd`.
+    pub fn run_detached(&self, image: &str, id: &str, cmd: &[&str]) -> Result<()> {
+        let mut args = vec!["run", "-d", "--runtime", RUNTIME, image, id];
+        args.extend_from_slice(cmd);
+        self.ctr_ok(&args).map(|_| ())
+    }
+
     /// Imports the bundled demo image; its name.
     pub fn import_demo_image(&self) -> Result<&'static str> {
         let archive = demo_image_archive()?;

@@ -92,17 +92,15 @@ fn image_config_stdin_and_exit_code(c: &Containerd, image: &str) -> Result<()> {
 /// A detached container: exec, ps, pause/resume, metrics, SIGTERM.
 fn task_verbs(c: &Containerd, image: &str) -> Result<()> {
     let id = "verbs";
-    c.ctr_ok(&[
-        "run",
-        "-d",
-        "--runtime",
-        RUNTIME,
+    c.run_detached(
         image,
         id,
-        "sh",
-        "-c",
-        "trap 'exit 143' TERM; while true; do sleep 1; done",
-    ])?;
+        &[
+            "sh",
+            "-c",
+            "trap 'exit 143' TERM; while true; do sleep 1; done",
+        ],
+    )?;
     let result = (|| -> Result<()> {
         let exec = c.ctr_ok(&[
             "task",
@@ -184,16 +182,7 @@ fn remove(c: &Containerd, id: &str) {
 fn killed_vmm_is_a_task_exit(c: &Containerd, image: &str) -> Result<()> {
     let id = "vmkill";
     let result = (|| -> Result<()> {
-        c.ctr_ok(&[
-            "run",
-            "-d",
-            "--runtime",
-            RUNTIME,
-            image,
-            id,
-            "sleep",
-            "1000",
-        ])?;
+        c.run_detached(image, id, &["sleep", "1000"])?;
         let pid: i32 = task_pid(c, id)?.parse()?;
         let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))?;
         ensure!(

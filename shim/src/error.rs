@@ -66,6 +66,8 @@ pub enum ShimError {
         #[source]
         source: std::io::Error,
     },
+    #[error("starting a stdio or wait thread")]
+    SpawnThread(#[source] std::io::Error),
     #[error("the VM did not answer (console: {console})")]
     ConnectAgent {
         console: PathBuf,

@@ -176,7 +176,14 @@ impl Tasks {
         let create_ms = creating.elapsed().as_millis() as u64;
         let mut init = Process::new("", req.stdio.clone(), Vec::new());
         init.guest_pid = guest_pid;
-        let started = self.start_io(sandbox, &req.id, &mut init);
+        // The init process runs only after Start, so its exit cannot come
+        // before the container is recorded below.
+        let started = self
+            .start_stdio(sandbox, &req.id, "", &req.stdio)
+            .and_then(|pumps| {
+                init.pumps = pumps;
+                self.watch_exit(sandbox, &req.id, "")
+            });
         if let Err(e) = started {
             let _ = sandbox
                 .agent()?
@@ -202,40 +209,43 @@ impl Tasks {
         Ok(pid)
     }
 
-    /// Output pumps, the stdin pump and the exit watcher of a process that
-    /// exists in the guest.
-    fn start_io(
+    /// The stdio pumps of a process that exists in the guest: the output
+    /// pumps are returned (an exit waits for them); the stdin pump ends at
+    /// containerd's EOF or with the process.
+    fn start_stdio(
         &self,
-        sandbox: &Arc<Sandbox>,
+        sandbox: &Sandbox,
         id: &str,
-        process: &mut Process,
-    ) -> Result<(), ShimError> {
-        let spawn_err = |source| ShimError::SpawnVmm {
-            path: PathBuf::from("<thread>"),
-            source,
-        };
-        let outputs = [
-            (Output::Stdout, &process.stdio.stdout),
-            (Output::Stderr, &process.stdio.stderr),
-        ];
-        for (which, path) in outputs {
+        exec_id: &str,
+        stdio: &StdioPaths,
+    ) -> Result<Vec<JoinHandle<()>>, ShimError> {
+        let mut pumps = Vec::new();
+        for (which, path) in [
+            (Output::Stdout, &stdio.stdout),
+            (Output::Stderr, &stdio.stderr),
+        ] {
             if let Some(fifo) = stdio::open_output(path)? {
                 let agent = sandbox.connect(STREAM_CALL_TIMEOUT)?;
                 let pump =
-                    stdio::spawn_output(agent, id.to_owned(), process.exec_id.clone(), which, fifo)
-                        .map_err(spawn_err)?;
-                process.pumps.push(pump);
+                    stdio::spawn_output(agent, id.to_owned(), exec_id.to_owned(), which, fifo)
+                        .map_err(ShimError::SpawnThread)?;
+                pumps.push(pump);
             }
         }
-        if let Some(path) = stdio::stdin_path(&process.stdio.stdin)? {
+        if let Some(path) = stdio::stdin_path(&stdio.stdin)? {
             let agent = sandbox.connect(STREAM_CALL_TIMEOUT)?;
-            // Detached: it ends at containerd's EOF or with the process.
-            stdio::spawn_stdin(agent, id.to_owned(), process.exec_id.clone(), path)
-                .map_err(spawn_err)?;
+            stdio::spawn_stdin(agent, id.to_owned(), exec_id.to_owned(), path)
+                .map_err(ShimError::SpawnThread)?;
         }
+        Ok(pumps)
+    }
+
+    /// Waits in the guest for a process's exit, then records it. Started
+    /// once the process's pumps are stored, so that its exit drains them.
+    fn watch_exit(&self, sandbox: &Sandbox, id: &str, exec_id: &str) -> Result<(), ShimError> {
         let agent = sandbox.connect(STREAM_CALL_TIMEOUT)?;
         let me = self.me.clone();
-        let (id, exec_id) = (id.to_owned(), process.exec_id.clone());
+        let (id, exec_id) = (id.to_owned(), exec_id.to_owned());
         std::thread::Builder::new()
             .name(format!("wait-{id}"))
             .spawn(move || {
@@ -250,7 +260,7 @@ impl Tasks {
                     tasks.process_exited(&id, &exec_id, status);
                 }
             })
-            .map_err(spawn_err)?;
+            .map_err(ShimError::SpawnThread)?;
         Ok(())
     }
 
@@ -389,7 +399,13 @@ impl Tasks {
                 }
             }
             agent.start_container(id).map_err(ShimError::Agent)?;
-            self.process_mut(id, "")?.get().status = ProcessStatus::Running;
+            let mut found = self.process_mut(id, "")?;
+            let init = found.get();
+            // A process that already exited stays Stopped.
+            if init.exited().is_none() {
+                init.status = ProcessStatus::Running;
+            }
+            drop(found);
             self.emit(TaskEvent::Start {
                 id: id.to_owned(),
                 pid: sandbox.vmm_pid(),
@@ -409,15 +425,16 @@ impl Tasks {
         let guest_pid = agent
             .exec_process(id, exec_id, &spec, terminal)
             .map_err(ShimError::Agent)?;
-        let mut io = {
+        let stdio = {
             let mut found = self.process_mut(id, exec_id)?;
             let process = found.get();
             process.guest_pid = guest_pid;
             process.status = ProcessStatus::Running;
-            Process::new(exec_id, process.stdio.clone(), Vec::new())
+            process.stdio.clone()
         };
-        self.start_io(&sandbox, id, &mut io)?;
-        self.process_mut(id, exec_id)?.get().pumps = io.pumps;
+        let pumps = self.start_stdio(&sandbox, id, exec_id, &stdio)?;
+        self.process_mut(id, exec_id)?.get().pumps = pumps;
+        self.watch_exit(&sandbox, id, exec_id)?;
         self.emit(TaskEvent::ExecStarted {
             id: id.to_owned(),
             exec_id: exec_id.to_owned(),

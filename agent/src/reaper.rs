@@ -114,6 +114,11 @@ impl Reaper {
         while let Some((pid, status)) = sys.wait_any_nohang()? {
             count += 1;
             if self.record(pid, status) {
+                if let Some(signal) = crash_signal(status) {
+                    // Worth a warning: a fault, not a kill anyone asked for
+                    // (and on an emulated-CPL0 host, the sign of a lost write).
+                    tracing::warn!(pid, signal, "a watched process crashed");
+                }
                 tracing::debug!(pid, status, "watched child exited");
             } else {
                 tracing::debug!(pid, status, "reaped an orphan");
@@ -131,6 +136,14 @@ pub fn exit_code(status: WaitStatus) -> i32 {
     } else {
         libc::WEXITSTATUS(status)
     }
+}
+
+/// The signal of a process that died of a fault of its own (SIGSEGV,
+/// SIGBUS, SIGILL or SIGFPE), as opposed to an exit or a signal sent to it.
+pub fn crash_signal(status: WaitStatus) -> Option<i32> {
+    let faults = [libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE];
+    (libc::WIFSIGNALED(status) && faults.contains(&libc::WTERMSIG(status)))
+        .then(|| libc::WTERMSIG(status))
 }
 
 /// Blocks SIGCHLD in the calling thread; call it in `main` before any thread
@@ -191,6 +204,19 @@ mod tests {
         assert_eq!(cell.get().map(|e| exit_code(e.status)), Some(3));
         assert_eq!(cell.wait().status, 3 << 8, "kept for every waiter");
         assert!(!reaper.record(42, 0), "the pid left the table");
+    }
+
+    #[test]
+    fn only_faults_are_crashes() {
+        assert_eq!(crash_signal(libc::SIGSEGV), Some(libc::SIGSEGV));
+        assert_eq!(
+            crash_signal(libc::SIGBUS | 0x80),
+            Some(libc::SIGBUS),
+            "core dumped"
+        );
+        assert_eq!(crash_signal(libc::SIGKILL), None);
+        assert_eq!(crash_signal(libc::SIGTERM), None);
+        assert_eq!(crash_signal(11 << 8), None, "exit code 11");
     }
 
     #[test]

@@ -3,11 +3,10 @@
 //! rootfs, a container handle removed on drop, reading streams to EOF,
 //! expecting error codes, and a runner that collects each case's failure.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, ensure, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 use vessel_agent_protocol::agent::{CreateContainerRequest, StatsContainerResponse};
@@ -92,6 +91,13 @@ impl AgentVm {
         // Two vCPUs, or one where the host loses writes with more
         // (HostProfile::reliable_vcpus).
         spec.vcpus = HostProfile::detect()?.workload_vcpus(2);
+        // VESSEL_GUEST_VCPUS=N: that many anyway, to study the host.
+        if let Some(n) = std::env::var("VESSEL_GUEST_VCPUS")
+            .ok()
+            .and_then(|n| n.parse().ok())
+        {
+            spec.vcpus = n;
+        }
         spec.memory_mib = 512;
         spec.vsock_uds = Some(uds.clone());
         spec.api_sock = Some(dir.path().join("api.sock"));
@@ -168,6 +174,16 @@ impl AgentVm {
     /// The VMM's log (warnings of its devices).
     pub fn vmm_log(&self) -> String {
         self.guest.vmm_log()
+    }
+
+    /// How many of the agent's processes crashed (SIGSEGV, SIGBUS, SIGILL
+    /// or SIGFPE) so far, by the agent's warnings on the console.
+    pub fn crashes(&self) -> usize {
+        self.guest
+            .console()
+            .lines()
+            .filter(|l| l.contains("a watched process crashed"))
+            .count()
     }
 
     /// The last `lines` lines of the guest console.
@@ -520,83 +536,6 @@ impl Drop for Container {
     }
 }
 
-/// Runs named cases one after another, each to its end whatever the others
-/// did, and reports every failure at the end.
-#[derive(Default)]
-pub struct Cases {
-    failures: Vec<(String, String)>,
-    passed: usize,
-}
-
-impl Cases {
-    pub fn new() -> Cases {
-        Cases::default()
-    }
-
-    /// Runs `case`; an error or a panic is recorded under `name`.
-    /// `VESSEL_CASES=TEXT` runs only the cases whose name contains TEXT.
-    pub fn run(&mut self, name: &str, case: impl FnOnce() -> Result<()>) {
-        if let Ok(only) = std::env::var("VESSEL_CASES") {
-            if !name.contains(&only) {
-                eprintln!("case {name}: skipped (VESSEL_CASES={only})");
-                return;
-            }
-        }
-        eprintln!("case {name}: running");
-        let start = Instant::now();
-        let outcome = match catch_unwind(AssertUnwindSafe(case)) {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(err)) => Err(format!("{err:#}")),
-            Err(panic) => Err(panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .map_or_else(|| "panicked".into(), |msg| format!("panicked: {msg}"))),
-        };
-        let took = start.elapsed().as_secs_f64();
-        match outcome {
-            Ok(()) => {
-                self.passed += 1;
-                eprintln!("case {name}: ok ({took:.1} s)");
-            }
-            Err(msg) => {
-                eprintln!("case {name}: FAILED ({took:.1} s): {msg}");
-                self.failures.push((name.to_owned(), msg));
-            }
-        }
-    }
-
-    /// Ok if every case passed; else an error listing each failure and the
-    /// tail of the guest console.
-    pub fn finish(self, vm: &AgentVm) -> Result<()> {
-        let context = format!(
-            "guest console tail:\n{}\nVMM log:\n{}",
-            vm.console_tail(40),
-            vm.vmm_log()
-        );
-        self.finish_with(&context)
-    }
-
-    /// Ok if every case passed; else an error with `context` (logs), then
-    /// the list of failures (last, so that a truncated log still shows it).
-    pub fn finish_with(self, context: &str) -> Result<()> {
-        if self.failures.is_empty() {
-            return Ok(());
-        }
-        let list: Vec<String> = self
-            .failures
-            .iter()
-            .map(|(name, msg)| format!("- {name}: {msg}"))
-            .collect();
-        Err(anyhow!(
-            "{context}\n{} of {} cases failed:\n{}",
-            self.failures.len(),
-            self.failures.len() + self.passed,
-            list.join("\n"),
-        ))
-    }
-}
-
 /// Calls `poll` every `every` until it returns `Some`, at most `timeout`.
 pub fn poll_until<T>(
     what: &str,
@@ -619,18 +558,6 @@ pub fn poll_until<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cases_collect_failures_and_panics() {
-        let mut cases = Cases::new();
-        cases.run("fine", || Ok(()));
-        cases.run("error", || bail!("boom"));
-        cases.run("panic", || panic!("oops"));
-        assert_eq!(cases.passed, 1);
-        let names: Vec<&str> = cases.failures.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(names, ["error", "panic"]);
-        assert!(cases.failures[1].1.contains("oops"));
-    }
 
     #[test]
     fn create_request_follows_the_spec() {

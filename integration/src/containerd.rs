@@ -174,6 +174,21 @@ impl Containerd {
         std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
     }
 
+    /// How many container processes died of a fault of their own: exit
+    /// status 128 + SIGILL, SIGBUS, SIGFPE or SIGSEGV in the shims' "process
+    /// exited" lines.
+    pub fn crashes(&self) -> usize {
+        let faults = ["status=132", "status=135", "status=136", "status=139"];
+        self.log()
+            .lines()
+            .filter(|l| l.contains("process exited"))
+            .filter(|l| {
+                l.split_whitespace()
+                    .any(|w| faults.contains(&w.trim_matches('"')))
+            })
+            .count()
+    }
+
     /// Pids of live processes whose command line mentions this containerd's
     /// directory: its shims and their VMMs.
     pub fn leftover_processes(&self) -> Vec<(u32, String)> {

@@ -7,17 +7,20 @@
 
 pub mod agent;
 pub mod build;
+pub mod cases;
 pub mod containerd;
 pub mod guest;
 pub mod image;
+pub mod pty;
 pub mod report;
 pub mod rootfs;
 pub mod vmm_api;
 
-pub use agent::{connect_while_running, AgentVm, Cases, Container};
+pub use agent::{connect_while_running, AgentVm, Container};
 pub use build::{
     agent_initramfs, guest_kernel, host_binary, static_binary, test_initramfs, vessel_vmm,
 };
+pub use cases::Cases;
 pub use guest::{GuestOutput, GuestSpec, Runner, RunningGuest};
 pub use report::Report;
 pub use rootfs::{

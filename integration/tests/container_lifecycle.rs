@@ -31,7 +31,7 @@ fn container_lifecycle() -> Result<()> {
     let client = vm.client();
     client.set_hostname(GUEST_HOSTNAME).context("SetHostname")?;
 
-    let mut cases = Cases::new();
+    let mut cases = Cases::new().retry_host_crashes(|| vm.crashes());
     cases.run("echo hello", || echo_hello(client));
     cases.run("exit code", || exit_code(client));
     cases.run("stderr apart", || stderr_apart(client));

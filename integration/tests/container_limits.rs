@@ -34,7 +34,7 @@ const MEMORY_LIMIT: u64 = 6 * MIB;
 fn container_limits() -> Result<()> {
     let vm = AgentVm::boot(CALL_TIMEOUT)?;
     let client = vm.client();
-    let mut cases = Cases::new();
+    let mut cases = Cases::new().retry_host_crashes(|| vm.crashes());
     cases.run("memory limit and OOM event", || oom(&vm));
     cases.run("pids limit", || pids_limit(client));
     cases.run("pause and resume", || pause_resume(client));

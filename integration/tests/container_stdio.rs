@@ -30,7 +30,7 @@ const FLOOD_BYTES: usize = 200_000;
 fn container_stdio() -> Result<()> {
     let vm = AgentVm::boot(CALL_TIMEOUT)?;
     let client = vm.client();
-    let mut cases = Cases::new();
+    let mut cases = Cases::new().retry_host_crashes(|| vm.crashes());
     cases.run("terminal and window size", || tty(client));
     cases.run("stdin stream through cat", || stdin_stream(&vm));
     cases.run("back-pressure", || back_pressure(client));

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use vessel_integration::containerd::{Containerd, RUNTIME};
+use vessel_integration::pty::run_on_terminal;
 use vessel_integration::Cases;
 
 /// Polls `f` until it is true or `timeout` passes.
@@ -178,6 +179,124 @@ fn remove(c: &Containerd, id: &str) {
     let _ = c.ctr(&["containers", "delete", id]).output();
 }
 
+/// Two containers of one pod (CRI annotations) share its VM and a volume;
+/// SIGKILL stops one that ignores SIGTERM.
+fn pod_shares_vm_and_volume(c: &Containerd, image: &str) -> Result<()> {
+    let vol = c.dir().join("pod-volume");
+    let _ = std::fs::remove_dir_all(&vol);
+    std::fs::create_dir_all(&vol)?;
+    let mount = format!("type=bind,src={},dst=/vol,options=rbind:rw", vol.display());
+    let pod = |kind: &str| {
+        vec![
+            "--annotation".to_owned(),
+            format!("io.kubernetes.cri.container-type={kind}"),
+            "--annotation".to_owned(),
+            "io.kubernetes.cri.sandbox-id=pod1".to_owned(),
+        ]
+    };
+    let run = |id: &str, kind: &str, script: &str| -> Result<()> {
+        let mut args: Vec<String> = ["run", "-d", "--runtime", RUNTIME, "--mount", &mount]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.extend(pod(kind));
+        args.extend(
+            [image, id, "sh", "-c", script]
+                .iter()
+                .map(|s| s.to_string()),
+        );
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        c.ctr_ok(&args).map(|_| ())
+    };
+    let result = (|| -> Result<()> {
+        run(
+            "pod1",
+            "sandbox",
+            "echo from-sandbox > /vol/a; exec sleep 1000",
+        )?;
+        // As kubelet does: the sandbox is up before its containers come.
+        eventually(
+            "the sandbox wrote the volume",
+            Duration::from_secs(120),
+            || Ok(vol.join("a").exists()),
+        )?;
+        run(
+            "pod1-c2",
+            "container",
+            // sleep inherits the ignored SIGTERM.
+            "trap '' TERM; while [ ! -s /vol/a ]; do sleep 1; done; \
+             cat /vol/a > /vol/seen; echo from-c2 > /vol/b; exec sleep 1000",
+        )?;
+        eventually(
+            "the second container wrote the volume",
+            Duration::from_secs(180),
+            || Ok(vol.join("b").exists()),
+        )
+        .with_context(|| {
+            let tasks = c.ctr(&["task", "ls"]).output().map(|o| o.stdout);
+            format!(
+                "tasks: {}\nguest console:\n{}",
+                text(&tasks.unwrap_or_default()),
+                consoles(c)
+            )
+        })?;
+        ensure!(
+            std::fs::read_to_string(vol.join("seen"))? == "from-sandbox\n",
+            "c2 did not see the sandbox's file"
+        );
+        ensure!(std::fs::read_to_string(vol.join("b"))? == "from-c2\n");
+        let (a, b) = (task_pid(c, "pod1")?, task_pid(c, "pod1-c2")?);
+        ensure!(
+            a == b,
+            "the pod's containers run in different VMs (VMM pids {a} and {b})"
+        );
+        c.ctr_ok(&["task", "kill", "--signal", "SIGTERM", "pod1-c2"])?;
+        std::thread::sleep(Duration::from_secs(3));
+        ensure!(
+            task_status(c, "pod1-c2")? == "RUNNING",
+            "SIGTERM was not ignored"
+        );
+        c.ctr_ok(&["task", "kill", "--signal", "SIGKILL", "pod1-c2"])?;
+        eventually(
+            "SIGKILL stops the container",
+            Duration::from_secs(60),
+            || Ok(task_status(c, "pod1-c2")? == "STOPPED"),
+        )?;
+        ensure!(
+            task_status(c, "pod1")? == "RUNNING",
+            "the sandbox died with its container"
+        );
+        c.ctr_ok(&["task", "delete", "pod1-c2"])?;
+        c.ctr_ok(&["containers", "delete", "pod1-c2"])?;
+        let mounts = c.leftover_mounts();
+        ensure!(
+            !mounts.iter().any(|m| m.contains("/pod1-c2")),
+            "the deleted container's mounts stay: {mounts:?}"
+        );
+        ensure!(
+            task_status(c, "pod1")? == "RUNNING",
+            "the sandbox died when its container was deleted"
+        );
+        Ok(())
+    })();
+    remove(c, "pod1-c2");
+    remove(c, "pod1");
+    result
+}
+
+/// The tail of every sandbox's guest console.
+fn consoles(c: &Containerd) -> String {
+    let mut out = String::new();
+    let dirs = std::fs::read_dir(c.vessel_state());
+    for entry in dirs.into_iter().flatten().flatten() {
+        let console = std::fs::read_to_string(entry.path().join("console.log")).unwrap_or_default();
+        let lines: Vec<&str> = console.lines().collect();
+        out.push_str(&lines[lines.len().saturating_sub(20)..].join("\n"));
+        out.push('\n');
+    }
+    out
+}
+
 /// A VMM killed from outside: the task exits, and can be deleted.
 fn killed_vmm_is_a_task_exit(c: &Containerd, image: &str) -> Result<()> {
     let id = "vmkill";
@@ -203,22 +322,41 @@ fn killed_vmm_is_a_task_exit(c: &Containerd, image: &str) -> Result<()> {
     result
 }
 
-/// `ctr run -t`: the process has a terminal (ctr needs one: script(1)).
+/// `ctr run -t` on a terminal of 33 rows and 101 columns: the process has
+/// a terminal, and ctr's ResizePty gives it that size. (ctr resizes only
+/// after Start, so the process waits a while for a size.)
 fn tty(c: &Containerd, image: &str) -> Result<()> {
-    let ctr = format!(
-        "timeout 300 ctr --address {} --namespace vessel run --rm -t --runtime {RUNTIME} {image} tty sh -c 'test -t 0 && test -t 1 && tty'",
-        c.dir().join("containerd.sock").display()
-    );
-    let out = std::process::Command::new("script")
-        .args(["-qec", &ctr, "/dev/null"])
-        .stdin(Stdio::null())
-        .output()
-        .context("script (util-linux)")?;
-    let stdout = text(&out.stdout);
+    let script = "i=0; while [ \"$(stty size)\" = '0 0' ] && [ $i -lt 100 ]; do \
+                  sleep 0.2; i=$((i+1)); done; \
+                  test -t 0 && test -t 1 && echo \"size $(stty size)\" && tty";
+    let mut ctr = c.ctr(&[
+        "run",
+        "--rm",
+        "-t",
+        "--runtime",
+        RUNTIME,
+        image,
+        "tty",
+        "sh",
+        "-c",
+        script,
+    ]);
+    let out = run_on_terminal(&mut ctr, 33, 101, Duration::from_secs(300))?;
     ensure!(
-        stdout.contains("/dev/console") || stdout.contains("/dev/pts/"),
-        "no terminal in the container: {stdout:?} {:?}",
-        text(&out.stderr)
+        out.status.success(),
+        "ctr run -t ended with {}: {:?}",
+        out.status,
+        out.text
+    );
+    ensure!(
+        out.text.contains("/dev/console") || out.text.contains("/dev/pts/"),
+        "no terminal in the container: {:?}",
+        out.text
+    );
+    ensure!(
+        out.text.contains("size 33 101"),
+        "the container's terminal is not 33x101: {:?}",
+        out.text
     );
     Ok(())
 }
@@ -245,7 +383,7 @@ fn nothing_left(c: &Containerd) -> Result<()> {
 fn containers_run_in_microvms_through_containerd() -> Result<()> {
     let c = Containerd::start()?;
     let image = c.import_demo_image()?;
-    let mut cases = Cases::new();
+    let mut cases = Cases::new().retry_host_crashes(|| c.crashes());
     cases.run("ctr run --rm greets from the guest kernel", || {
         run_rm_greets(&c, image)
     });
@@ -254,6 +392,9 @@ fn containers_run_in_microvms_through_containerd() -> Result<()> {
     });
     cases.run("exec, ps, pause, resume, metrics, SIGTERM", || {
         task_verbs(&c, image)
+    });
+    cases.run("a pod: one VM, one volume, SIGKILL", || {
+        pod_shares_vm_and_volume(&c, image)
     });
     cases.run("a killed VMM is a task exit", || {
         killed_vmm_is_a_task_exit(&c, image)

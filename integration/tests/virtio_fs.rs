@@ -142,7 +142,7 @@ fn virtio_fs() -> Result<()> {
     let host = Host::new()?;
     let vm = AgentVm::boot_with_share(CALL_TIMEOUT, &host.share())?;
     let client = vm.client();
-    let mut cases = Cases::new();
+    let mut cases = Cases::new().retry_host_crashes(|| vm.crashes());
     cases.run("POSIX operations, both sides", || posix_ops(client, &host));
     cases.run("two containers share a volume", || two_containers(client));
     cases.run("escape attempts fail", || escapes(client, &host));

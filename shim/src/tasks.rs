@@ -5,8 +5,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use tokio::sync::{mpsc, watch};
 use vessel_agent_protocol::agent::CreateContainerRequest;
@@ -16,10 +15,8 @@ use crate::error::ShimError;
 use crate::process::{Exit, Process, ProcessStatus, TaskEvent, VM_GONE_STATUS};
 use crate::sandbox::Sandbox;
 use crate::spec;
-use crate::stdio::{self, Output, StdioPaths, STREAM_CALL_TIMEOUT};
+use crate::stdio::StdioPaths;
 
-/// How long an exit waits for its output pumps to drain.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long RemoveContainer may take to stop what is left.
 const REMOVE_TIMEOUT_SECS: u32 = 10;
 
@@ -40,17 +37,17 @@ pub struct CreateTask {
     pub stdio: StdioPaths,
 }
 
-struct Container {
+pub(crate) struct Container {
     bundle: String,
-    sandbox: Arc<Sandbox>,
+    pub(crate) sandbox: Arc<Sandbox>,
     /// "" is the init process.
-    processes: HashMap<String, Process>,
+    pub(crate) processes: HashMap<String, Process>,
 }
 
 #[derive(Default)]
-struct Inner {
+pub(crate) struct Inner {
     sandbox: Option<Arc<Sandbox>>,
-    containers: HashMap<String, Container>,
+    pub(crate) containers: HashMap<String, Container>,
 }
 
 /// Everything the shim serves.
@@ -61,7 +58,7 @@ pub struct Tasks {
     inner: Mutex<Inner>,
     /// Held while a VM boots, so two Creates never boot two.
     boot: Mutex<()>,
-    me: Weak<Tasks>,
+    pub(crate) me: Weak<Tasks>,
 }
 
 impl Tasks {
@@ -80,11 +77,11 @@ impl Tasks {
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn emit(&self, event: TaskEvent) {
+    pub(crate) fn emit(&self, event: TaskEvent) {
         // Only fails once the forwarder is gone, at shim exit.
         let _ = self.events.send(event);
     }
@@ -209,155 +206,7 @@ impl Tasks {
         Ok(pid)
     }
 
-    /// The stdio pumps of a process that exists in the guest: the output
-    /// pumps are returned (an exit waits for them); the stdin pump ends at
-    /// containerd's EOF or with the process.
-    fn start_stdio(
-        &self,
-        sandbox: &Sandbox,
-        id: &str,
-        exec_id: &str,
-        stdio: &StdioPaths,
-    ) -> Result<Vec<JoinHandle<()>>, ShimError> {
-        let mut pumps = Vec::new();
-        for (which, path) in [
-            (Output::Stdout, &stdio.stdout),
-            (Output::Stderr, &stdio.stderr),
-        ] {
-            if let Some(fifo) = stdio::open_output(path)? {
-                let agent = sandbox.connect(STREAM_CALL_TIMEOUT)?;
-                let pump =
-                    stdio::spawn_output(agent, id.to_owned(), exec_id.to_owned(), which, fifo)
-                        .map_err(ShimError::SpawnThread)?;
-                pumps.push(pump);
-            }
-        }
-        if let Some(path) = stdio::stdin_path(&stdio.stdin)? {
-            let agent = sandbox.connect(STREAM_CALL_TIMEOUT)?;
-            stdio::spawn_stdin(agent, id.to_owned(), exec_id.to_owned(), path)
-                .map_err(ShimError::SpawnThread)?;
-        }
-        Ok(pumps)
-    }
-
-    /// Waits in the guest for a process's exit, then records it. Started
-    /// once the process's pumps are stored, so that its exit drains them.
-    fn watch_exit(&self, sandbox: &Sandbox, id: &str, exec_id: &str) -> Result<(), ShimError> {
-        let agent = sandbox.connect(STREAM_CALL_TIMEOUT)?;
-        let me = self.me.clone();
-        let (id, exec_id) = (id.to_owned(), exec_id.to_owned());
-        std::thread::Builder::new()
-            .name(format!("wait-{id}"))
-            .spawn(move || {
-                let status = match agent.wait_process(&id, &exec_id) {
-                    Ok(resp) => resp.exit_status as u32,
-                    Err(error) => {
-                        tracing::info!(%id, %exec_id, %error, "WaitProcess failed: the VM is gone");
-                        VM_GONE_STATUS
-                    }
-                };
-                if let Some(tasks) = me.upgrade() {
-                    tasks.process_exited(&id, &exec_id, status);
-                }
-            })
-            .map_err(ShimError::SpawnThread)?;
-        Ok(())
-    }
-
-    /// Records an exit once output has drained, and tells containerd.
-    fn process_exited(&self, id: &str, exec_id: &str, status: u32) {
-        let pumps = match self.process_mut(id, exec_id) {
-            Ok(mut found) => std::mem::take(&mut found.get().pumps),
-            Err(_) => return,
-        };
-        join_within(pumps, DRAIN_TIMEOUT);
-        let exit = Exit {
-            status,
-            at: SystemTime::now(),
-        };
-        let pid = {
-            let mut inner = self.lock();
-            let Some(container) = inner.containers.get_mut(id) else {
-                return;
-            };
-            let pid = container.sandbox.vmm_pid();
-            let Some(process) = container.processes.get_mut(exec_id) else {
-                return;
-            };
-            if process.exited().is_some() {
-                return;
-            }
-            process.status = ProcessStatus::Stopped;
-            process.exit.send_replace(Some(exit));
-            pid
-        };
-        tracing::info!(%id, %exec_id, status, "process exited");
-        self.emit(TaskEvent::Exit {
-            id: id.to_owned(),
-            exec_id: exec_id.to_owned(),
-            pid,
-            exit,
-        });
-    }
-
-    /// The VMM died: every process still running exits now.
-    fn vm_exited(&self) {
-        let running: Vec<(String, String)> = self
-            .lock()
-            .containers
-            .iter()
-            .flat_map(|(id, c)| {
-                c.processes
-                    .values()
-                    .filter(|p| p.exited().is_none())
-                    .map(move |p| (id.clone(), p.exec_id.clone()))
-            })
-            .collect();
-        if !running.is_empty() {
-            tracing::warn!(
-                processes = running.len(),
-                "the VM exited; its processes are reported killed"
-            );
-        }
-        for (id, exec_id) in running {
-            self.process_exited(&id, &exec_id, VM_GONE_STATUS);
-        }
-    }
-
-    fn spawn_oom_watch(&self, sandbox: &Arc<Sandbox>) {
-        let agent = match sandbox.connect(STREAM_CALL_TIMEOUT) {
-            Ok(agent) => agent,
-            Err(error) => {
-                tracing::warn!(%error, "no OOM events for this sandbox");
-                return;
-            }
-        };
-        let me = self.me.clone();
-        let exited = sandbox.exited();
-        let spawned = std::thread::Builder::new()
-            .name("oom".into())
-            .spawn(move || loop {
-                match agent.get_oom_event() {
-                    Ok(id) => match me.upgrade() {
-                        Some(tasks) => {
-                            tracing::info!(%id, "OOM kill in the guest");
-                            tasks.emit(TaskEvent::Oom { id });
-                        }
-                        None => return,
-                    },
-                    Err(_) if *exited.borrow() => return,
-                    Err(error) => {
-                        tracing::debug!(%error, "GetOOMEvent");
-                        std::thread::sleep(Duration::from_secs(1));
-                    }
-                }
-            });
-        if let Err(error) = spawned {
-            tracing::warn!(%error, "no OOM events for this sandbox");
-        }
-    }
-
-    fn process_mut(&self, id: &str, exec_id: &str) -> Result<ProcessRef<'_>, ShimError> {
+    pub(crate) fn process_mut(&self, id: &str, exec_id: &str) -> Result<ProcessRef<'_>, ShimError> {
         let inner = self.lock();
         let container = inner
             .containers
@@ -689,7 +538,7 @@ pub struct ProcessState {
 }
 
 /// A process, found, under the lock.
-struct ProcessRef<'a> {
+pub(crate) struct ProcessRef<'a> {
     inner: MutexGuard<'a, Inner>,
     id: String,
     exec_id: String,
@@ -703,7 +552,7 @@ impl ProcessRef<'_> {
             .expect("checked under this lock")
     }
 
-    fn get(&mut self) -> &mut Process {
+    pub(crate) fn get(&mut self) -> &mut Process {
         let exec_id = self.exec_id.clone();
         self.container()
             .processes
@@ -746,19 +595,4 @@ fn mount_rootfs(
         })?;
     }
     Ok(())
-}
-
-/// Joins `pumps`, giving up on those still running after `timeout`.
-fn join_within(pumps: Vec<JoinHandle<()>>, timeout: Duration) {
-    let deadline = std::time::Instant::now() + timeout;
-    for pump in pumps {
-        while !pump.is_finished() && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        if pump.is_finished() {
-            let _ = pump.join();
-        } else {
-            tracing::warn!("an output stream is still open after the exit; leaving it");
-        }
-    }
 }

@@ -218,7 +218,7 @@ fn pod_shares_vm_and_volume(c: &Containerd, image: &str) -> Result<()> {
         eventually(
             "the sandbox wrote the volume",
             Duration::from_secs(120),
-            || Ok(vol.join("a").exists()),
+            || Ok(std::fs::metadata(vol.join("a")).is_ok_and(|m| m.len() > 0)),
         )?;
         run(
             "pod1-c2",
@@ -227,10 +227,11 @@ fn pod_shares_vm_and_volume(c: &Containerd, image: &str) -> Result<()> {
             "trap '' TERM; while [ ! -s /vol/a ]; do sleep 1; done; \
              cat /vol/a > /vol/seen; echo from-c2 > /vol/b; exec sleep 1000",
         )?;
+        // Created before written: wait for the content.
         eventually(
             "the second container wrote the volume",
             Duration::from_secs(180),
-            || Ok(vol.join("b").exists()),
+            || Ok(std::fs::metadata(vol.join("b")).is_ok_and(|m| m.len() > 0)),
         )
         .with_context(|| {
             let tasks = c.ctr(&["task", "ls"]).output().map(|o| o.stdout);

@@ -2,4 +2,5 @@
 
 pub mod cpuid;
 pub mod msr;
+pub mod snapshot;
 pub mod vcpu;

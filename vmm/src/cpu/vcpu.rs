@@ -119,6 +119,16 @@ impl Vcpu {
         Ok(Self { fd, id })
     }
 
+    /// The KVM vCPU.
+    pub fn fd(&self) -> &VcpuFd {
+        &self.fd
+    }
+
+    /// The KVM vCPU, for `KVM_RUN`.
+    pub fn fd_mut(&mut self) -> &mut VcpuFd {
+        &mut self.fd
+    }
+
     /// Runs the vCPU until the VM must stop; the reason goes to `exit`.
     pub fn run(
         mut self,

@@ -13,8 +13,16 @@
 //! → {"action":"fs_remove","target":"rel/path"}
 //!                             ← {"ok":true}
 //! → {"action":"fs_list"}      ← {"ok":true,"mounts":[{"source":"...","target":"...","readonly":true}]}
+//! → {"action":"snapshot","state":"/abs/state","memory":"/abs/memory"}
+//!                             ← {"ok":true,"state":"paused","state_bytes":N,"memory_bytes":N,"millis":N}
 //! → anything else             ← {"ok":false,"error":"..."}
 //! ```
+//!
+//! `snapshot` needs a paused VM and leaves it paused; it writes the state
+//! file and the memory file of [`crate::snapshot`] (mode 0600, each whole
+//! or not at all). `vessel-vmm --restore-state STATE --restore-memory
+//! MEMORY` starts the VM again, in a new process. A VM with a virtio-fs
+//! device refuses. Pause, resume and snapshot are served one at a time.
 //!
 //! `fs_add` bind-mounts the host path `source` (a directory or a file) at
 //! `target`, relative to the shared directory of `--fs-dir`, `nosuid,nodev`
@@ -33,7 +41,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 
 use serde_json::{json, Value};
@@ -41,6 +49,7 @@ use tracing::{debug, warn};
 
 use crate::control::VcpuControl;
 use crate::devices::virtio::fs::SharedDir;
+use crate::snapshot::Snapshotter;
 
 /// The longest request line accepted.
 pub const MAX_REQUEST_BYTES: u64 = 4096;
@@ -63,13 +72,25 @@ pub struct ApiServer {
     path: PathBuf,
 }
 
+/// What every connection serves.
+struct Context {
+    control: Arc<VcpuControl>,
+    shared: Option<Arc<SharedDir>>,
+    snapshotter: Option<Arc<Snapshotter>>,
+    /// Held by pause, resume and snapshot: a resume never lands in the
+    /// middle of a snapshot.
+    run_state: Mutex<()>,
+}
+
 impl ApiServer {
     /// Binds `path` (replacing a stale socket) and serves in a thread.
-    /// `shared` is the virtio-fs share the `fs_*` actions work on.
+    /// `shared` is the virtio-fs share the `fs_*` actions work on,
+    /// `snapshotter` what the `snapshot` action uses.
     pub fn start(
         path: &Path,
         control: Arc<VcpuControl>,
         shared: Option<Arc<SharedDir>>,
+        snapshotter: Option<Arc<Snapshotter>>,
     ) -> Result<Self, ApiError> {
         if let Ok(meta) = std::fs::symlink_metadata(path) {
             if !meta.file_type().is_socket() {
@@ -80,17 +101,22 @@ impl ApiServer {
         }
         let listener =
             UnixListener::bind(path).map_err(|e| ApiError::BindSocket(path.to_path_buf(), e))?;
+        let context = Arc::new(Context {
+            control,
+            shared,
+            snapshotter,
+            run_state: Mutex::new(()),
+        });
         thread::Builder::new()
             .name("vmm-api".into())
             .spawn(move || {
                 for conn in listener.incoming() {
                     match conn {
                         Ok(stream) => {
-                            let control = Arc::clone(&control);
-                            let shared = shared.clone();
+                            let context = Arc::clone(&context);
                             let spawned = thread::Builder::new()
                                 .name("vmm-api-conn".into())
-                                .spawn(move || serve(stream, &control, shared.as_deref()));
+                                .spawn(move || serve(stream, &context));
                             if let Err(err) = spawned {
                                 warn!(%err, "API: spawn a connection thread");
                             }
@@ -114,7 +140,7 @@ impl Drop for ApiServer {
     }
 }
 
-fn serve(stream: UnixStream, control: &VcpuControl, shared: Option<&SharedDir>) {
+fn serve(stream: UnixStream, context: &Context) {
     let mut writer = match stream.try_clone() {
         Ok(w) => w,
         Err(err) => {
@@ -143,7 +169,7 @@ fn serve(stream: UnixStream, control: &VcpuControl, shared: Option<&SharedDir>) 
                 false,
             )
         } else {
-            handle(&line, control, shared)
+            handle(&line, context)
         };
         let mut text = reply.to_string();
         text.push('\n');
@@ -155,7 +181,7 @@ fn serve(stream: UnixStream, control: &VcpuControl, shared: Option<&SharedDir>) 
             return;
         }
         if then_stop {
-            control.stop();
+            context.control.stop();
             return;
         }
         if too_long {
@@ -219,8 +245,37 @@ fn handle_fs(action: &str, request: &Value, shared: Option<&SharedDir>) -> Value
     }
 }
 
+/// The `snapshot` action.
+fn handle_snapshot(request: &Value, context: &Context) -> Value {
+    let Some(snapshotter) = &context.snapshotter else {
+        return error("snapshot: this VMM cannot take snapshots");
+    };
+    let state = match string_field(request, "snapshot", "state") {
+        Ok(s) => PathBuf::from(s),
+        Err(reply) => return reply,
+    };
+    let memory = match string_field(request, "snapshot", "memory") {
+        Ok(m) => PathBuf::from(m),
+        Err(reply) => return reply,
+    };
+    match snapshotter.snapshot(&state, &memory) {
+        Ok(info) => json!({
+            "ok": true,
+            "state": "paused",
+            "state_bytes": info.state_bytes,
+            "memory_bytes": info.memory_bytes,
+            "millis": info.millis,
+        }),
+        Err(err) => {
+            warn!(error = %crate::error_chain(&err), "API: snapshot");
+            error(&format!("snapshot: {}", crate::error_chain(&err)))
+        }
+    }
+}
+
 /// The reply to one request line, and whether to stop the VM after sending it.
-fn handle(line: &[u8], control: &VcpuControl, shared: Option<&SharedDir>) -> (Value, bool) {
+fn handle(line: &[u8], context: &Context) -> (Value, bool) {
+    let (control, shared) = (&*context.control, context.shared.as_deref());
     let request: Value = match serde_json::from_slice(line) {
         Ok(v) => v,
         Err(err) => return (error(&format!("request is not JSON: {err}")), false),
@@ -229,8 +284,15 @@ fn handle(line: &[u8], control: &VcpuControl, shared: Option<&SharedDir>) -> (Va
         return (error("request needs a string field \"action\""), false);
     };
     let ok = |state: &str| json!({ "ok": true, "state": state });
+    let _serial = match action {
+        "pause" | "resume" | "snapshot" => {
+            Some(context.run_state.lock().unwrap_or_else(|p| p.into_inner()))
+        }
+        _ => None,
+    };
     match action {
         "status" => (ok(control.state().as_str()), false),
+        "snapshot" => (handle_snapshot(&request, context), false),
         "pause" => match control.pause() {
             Ok(()) => (ok("paused"), false),
             Err(err) => (error(&err.to_string()), false),
@@ -244,7 +306,7 @@ fn handle(line: &[u8], control: &VcpuControl, shared: Option<&SharedDir>) -> (Va
         other => (
             error(&format!(
                 "unknown action {other:?} (expected pause, resume, shutdown, status, \
-                 fs_add, fs_remove or fs_list)"
+                 snapshot, fs_add, fs_remove or fs_list)"
             )),
             false,
         ),
@@ -269,7 +331,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("api.sock");
         let control = Arc::new(VcpuControl::new(0));
-        let server = ApiServer::start(&path, Arc::clone(&control), None).unwrap();
+        let server = ApiServer::start(&path, Arc::clone(&control), None, None).unwrap();
         let mut s = UnixStream::connect(&path).unwrap();
         assert_eq!(
             roundtrip(&mut s, "{\"action\":\"status\"}\n")["state"],
@@ -317,7 +379,7 @@ mod tests {
     fn an_overlong_request_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("api.sock");
-        let _server = ApiServer::start(&path, Arc::new(VcpuControl::new(0)), None).unwrap();
+        let _server = ApiServer::start(&path, Arc::new(VcpuControl::new(0)), None, None).unwrap();
         let mut s = UnixStream::connect(&path).unwrap();
         let long = format!("{}\n", "x".repeat(MAX_REQUEST_BYTES as usize + 10));
         let reply = roundtrip(&mut s, &long);
@@ -332,7 +394,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("precious");
         std::fs::write(&path, "data").unwrap();
-        let err = ApiServer::start(&path, Arc::new(VcpuControl::new(0)), None)
+        let err = ApiServer::start(&path, Arc::new(VcpuControl::new(0)), None, None)
             .err()
             .unwrap();
         assert!(matches!(err, ApiError::PathInUse(_)));
@@ -343,7 +405,7 @@ mod tests {
     fn fs_actions_need_a_shared_directory() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("api.sock");
-        let _server = ApiServer::start(&path, Arc::new(VcpuControl::new(0)), None).unwrap();
+        let _server = ApiServer::start(&path, Arc::new(VcpuControl::new(0)), None, None).unwrap();
         let mut s = UnixStream::connect(&path).unwrap();
         for action in ["fs_add", "fs_remove", "fs_list"] {
             let reply = roundtrip(&mut s, &format!("{{\"action\":\"{action}\"}}\n"));
@@ -379,7 +441,8 @@ mod tests {
             let shared = Arc::new(SharedDir::prepare(&share).unwrap());
             let sock = base.join("api.sock");
             let control = Arc::new(VcpuControl::new(0));
-            let _server = ApiServer::start(&sock, control, Some(Arc::clone(&shared))).unwrap();
+            let _server =
+                ApiServer::start(&sock, control, Some(Arc::clone(&shared)), None).unwrap();
             let mut s = UnixStream::connect(&sock).unwrap();
             let mut call = |request: Value| roundtrip(&mut s, &format!("{request}\n"));
             let add = |source: &Path, target: &str, readonly: bool| json!({"action": "fs_add", "source": source, "target": target, "readonly": readonly});

@@ -5,6 +5,10 @@
 //! kicked out of `KVM_RUN` with a real-time signal whose handler does nothing
 //! (the ioctl returns `EINTR`). A kick can land just before a thread enters
 //! `KVM_RUN`, so the pause repeats it until every vCPU is parked.
+//!
+//! A snapshot needs each vCPU's state, which its own thread reads: while
+//! paused, [`VcpuControl::save_vcpus`] wakes the parked threads, each saves
+//! its vCPU into its slot and parks again.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -13,8 +17,12 @@ use std::time::{Duration, Instant};
 use tracing::info;
 use vmm_sys_util::signal::{register_signal_handler, SIGRTMIN};
 
+use crate::cpu::snapshot::{VcpuState, VcpuStateError};
+
 /// How long a pause may take before it is reported as failed.
 pub const PAUSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the vCPU threads may take to save their state.
+pub const SAVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Errors of controlling the vCPUs.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +33,26 @@ pub enum ControlError {
     PauseTimeout { parked: usize, total: usize },
     #[error("the VM is stopping")]
     Stopping,
+    #[error("the VM must be paused first")]
+    NotPaused,
+    #[error("{0} vCPU threads have ended")]
+    VcpusGone(usize),
+    #[error("{saved} of {total} vCPUs saved their state within {SAVE_TIMEOUT:?}")]
+    SaveTimeout { saved: usize, total: usize },
+    #[error("cannot save vCPU {0}")]
+    SaveVcpu(usize, #[source] VcpuStateError),
+}
+
+/// A vCPU's answer to a save request.
+type SaveSlot = Option<Result<VcpuState, VcpuStateError>>;
+
+/// The run state, and the save request under the same lock.
+struct Shared {
+    run: RunState,
+    /// Whether the vCPUs are asked to save their state.
+    save_requested: bool,
+    /// One slot per vCPU, filled by its thread.
+    saved: Vec<SaveSlot>,
 }
 
 /// What the vCPUs should be doing.
@@ -47,8 +75,10 @@ impl RunState {
 
 /// Shared between the vCPU threads and whoever controls them.
 pub struct VcpuControl {
-    state: Mutex<RunState>,
+    state: Mutex<Shared>,
     changed: Condvar,
+    /// Signalled when a vCPU filled its save slot.
+    saved: Condvar,
     parked: AtomicUsize,
     /// vCPU threads that have left for good.
     exited: AtomicUsize,
@@ -92,8 +122,13 @@ pub fn install_kick_handler() -> Result<(), ControlError> {
 impl VcpuControl {
     pub fn new(total: usize) -> Self {
         Self {
-            state: Mutex::new(RunState::Running),
+            state: Mutex::new(Shared {
+                run: RunState::Running,
+                save_requested: false,
+                saved: Vec::new(),
+            }),
             changed: Condvar::new(),
+            saved: Condvar::new(),
             parked: AtomicUsize::new(0),
             exited: AtomicUsize::new(0),
             threads: Mutex::new(Vec::new()),
@@ -101,7 +136,7 @@ impl VcpuControl {
         }
     }
 
-    fn lock_state(&self) -> MutexGuard<'_, RunState> {
+    fn lock_state(&self) -> MutexGuard<'_, Shared> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -127,15 +162,36 @@ impl VcpuControl {
         self.parked.load(Ordering::SeqCst) + self.exited.load(Ordering::SeqCst)
     }
 
-    /// Called by a vCPU thread before `KVM_RUN`: waits while paused; returns
-    /// false once the VM is stopping.
+    /// A checkpoint of a thread with no vCPU to save.
+    #[cfg(test)]
     pub fn checkpoint(&self) -> bool {
+        self.checkpoint_with(usize::MAX, &mut || unreachable!("no slot to save into"))
+    }
+
+    /// Called by the thread of vCPU `index` before `KVM_RUN`: waits while
+    /// paused, saving the vCPU with `save` when asked to; returns false once
+    /// the VM is stopping.
+    pub fn checkpoint_with(
+        &self,
+        index: usize,
+        save: &mut dyn FnMut() -> Result<VcpuState, VcpuStateError>,
+    ) -> bool {
         let mut state = self.lock_state();
         loop {
-            match *state {
+            match state.run {
                 RunState::Running => return true,
                 RunState::Stopping => return false,
                 RunState::Paused => {
+                    let requested = state.save_requested;
+                    if let Some(slot) = state
+                        .saved
+                        .get_mut(index)
+                        .filter(|s| requested && s.is_none())
+                    {
+                        *slot = Some(save());
+                        self.saved.notify_all();
+                        continue;
+                    }
                     self.parked.fetch_add(1, Ordering::SeqCst);
                     state = self.changed.wait(state).unwrap_or_else(|p| p.into_inner());
                     self.parked.fetch_sub(1, Ordering::SeqCst);
@@ -145,7 +201,61 @@ impl VcpuControl {
     }
 
     pub fn state(&self) -> RunState {
-        *self.lock_state()
+        self.lock_state().run
+    }
+
+    /// Has every vCPU thread save its vCPU, and returns the states by index.
+    /// The VM must be paused, and stays paused.
+    pub fn save_vcpus(&self) -> Result<Vec<VcpuState>, ControlError> {
+        let mut state = self.lock_state();
+        match state.run {
+            RunState::Paused => {}
+            RunState::Stopping => return Err(ControlError::Stopping),
+            RunState::Running => return Err(ControlError::NotPaused),
+        }
+        let gone = self.exited.load(Ordering::SeqCst);
+        if gone > 0 {
+            return Err(ControlError::VcpusGone(gone));
+        }
+        state.saved = (0..self.total).map(|_| None).collect();
+        state.save_requested = true;
+        self.changed.notify_all();
+        let deadline = Instant::now() + SAVE_TIMEOUT;
+        loop {
+            let done = state.saved.iter().filter(|s| s.is_some()).count();
+            if done == self.total {
+                break;
+            }
+            let now = Instant::now();
+            if now >= deadline || state.run != RunState::Paused {
+                state.save_requested = false;
+                state.saved.clear();
+                return Err(ControlError::SaveTimeout {
+                    saved: done,
+                    total: self.total,
+                });
+            }
+            state = self
+                .saved
+                .wait_timeout(state, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        state.save_requested = false;
+        let slots = std::mem::take(&mut state.saved);
+        drop(state);
+        slots
+            .into_iter()
+            .enumerate()
+            .map(|(index, slot)| match slot {
+                Some(Ok(vcpu)) => Ok(vcpu),
+                Some(Err(err)) => Err(ControlError::SaveVcpu(index, err)),
+                None => Err(ControlError::SaveTimeout {
+                    saved: index,
+                    total: self.total,
+                }),
+            })
+            .collect()
     }
 
     /// Stops every vCPU at its next checkpoint and waits until all are there.
@@ -153,18 +263,18 @@ impl VcpuControl {
     pub fn pause(&self) -> Result<(), ControlError> {
         {
             let mut state = self.lock_state();
-            if *state == RunState::Stopping {
+            if state.run == RunState::Stopping {
                 return Err(ControlError::Stopping);
             }
-            *state = RunState::Paused;
+            state.run = RunState::Paused;
         }
         let deadline = Instant::now() + PAUSE_TIMEOUT;
         while self.stopped() < self.total {
             if Instant::now() >= deadline {
                 let parked = self.stopped();
                 let mut state = self.lock_state();
-                if *state == RunState::Paused {
-                    *state = RunState::Running;
+                if state.run == RunState::Paused {
+                    state.run = RunState::Running;
                     self.changed.notify_all();
                 }
                 return Err(ControlError::PauseTimeout {
@@ -182,10 +292,10 @@ impl VcpuControl {
     /// Lets paused vCPUs run again.
     pub fn resume(&self) -> Result<(), ControlError> {
         let mut state = self.lock_state();
-        if *state == RunState::Stopping {
+        if state.run == RunState::Stopping {
             return Err(ControlError::Stopping);
         }
-        *state = RunState::Running;
+        state.run = RunState::Running;
         self.changed.notify_all();
         info!("VM resumed");
         Ok(())
@@ -193,8 +303,9 @@ impl VcpuControl {
 
     /// Ends the VM: every vCPU leaves at its next checkpoint.
     pub fn stop(&self) {
-        *self.lock_state() = RunState::Stopping;
+        self.lock_state().run = RunState::Stopping;
         self.changed.notify_all();
+        self.saved.notify_all();
         self.kick();
     }
 
@@ -287,5 +398,76 @@ mod tests {
         control.pause().unwrap();
         control.stop();
         runner.join().unwrap();
+    }
+
+    /// vCPU threads that save a state naming their index, except `failing`.
+    fn spawn_savers(
+        control: &Arc<VcpuControl>,
+        failing: Option<usize>,
+    ) -> Vec<std::thread::JoinHandle<()>> {
+        (0..control.total)
+            .map(|index| {
+                let control = Arc::clone(control);
+                std::thread::spawn(move || {
+                    let _registered = control.register_current_thread();
+                    let mut save = || match failing {
+                        Some(f) if f == index => Err(VcpuStateError::SetMsr(0x10)),
+                        _ => Ok(VcpuState {
+                            id: index as u8,
+                            ..Default::default()
+                        }),
+                    };
+                    while control.checkpoint_with(index, &mut save) {
+                        std::thread::sleep(Duration::from_micros(200));
+                    }
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn paused_vcpus_save_their_state_on_their_threads_and_stay_paused() {
+        install_kick_handler().unwrap();
+        let control = Arc::new(VcpuControl::new(3));
+        let threads = spawn_savers(&control, None);
+        assert!(matches!(control.save_vcpus(), Err(ControlError::NotPaused)));
+        control.pause().unwrap();
+        for _ in 0..2 {
+            let states = control.save_vcpus().unwrap();
+            let ids: Vec<u8> = states.iter().map(|s| s.id).collect();
+            assert_eq!(ids, [0, 1, 2]);
+            assert_eq!(control.state(), RunState::Paused);
+        }
+        control.stop();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert!(matches!(control.save_vcpus(), Err(ControlError::Stopping)));
+    }
+
+    #[test]
+    fn a_vcpu_that_cannot_save_fails_the_save_by_its_index() {
+        install_kick_handler().unwrap();
+        let control = Arc::new(VcpuControl::new(2));
+        let threads = spawn_savers(&control, Some(1));
+        control.pause().unwrap();
+        let err = control.save_vcpus().unwrap_err();
+        assert_eq!(
+            crate::error_chain(&err),
+            "cannot save vCPU 1: KVM refused MSR 0x10"
+        );
+        control.stop();
+        for t in threads {
+            t.join().unwrap();
+        }
+    }
+
+    #[test]
+    fn no_save_once_a_vcpu_thread_has_ended() {
+        let control = Arc::new(VcpuControl::new(1));
+        drop(control.register_current_thread());
+        control.pause().unwrap();
+        let err = control.save_vcpus().unwrap_err();
+        assert_eq!(err.to_string(), "1 vCPU threads have ended");
     }
 }

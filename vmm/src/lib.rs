@@ -3,7 +3,8 @@
 //! The crate is split by concern: [`config`] validates what the user asked
 //! for, [`memory`] lays out guest RAM, [`boot`] loads the kernel and writes the
 //! boot structures, [`cpu`] configures vCPUs, [`devices`] emulates the legacy
-//! port-I/O devices, and [`vm`] ties them together and runs the guest.
+//! port-I/O devices, and [`vm`] ties them together and runs the guest;
+//! [`snapshot`] writes a paused VM to files and restores it from them.
 
 pub mod api;
 pub mod boot;
@@ -14,6 +15,7 @@ pub mod cpu;
 pub mod devices;
 pub mod memory;
 pub mod profile;
+pub mod snapshot;
 pub mod vm;
 
 /// An error and its sources on one line, as `main` prints them.

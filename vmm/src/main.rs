@@ -5,7 +5,9 @@
 //! `vessel-vmm [--config FILE] --kernel PATH --initrd PATH [--cmdline EXTRA]
 //! [--vcpus N] [--memory-mib N] [--serial stdout|PATH] [--api-sock PATH]
 //! [--vsock-uds PATH] [--guest-cid N] [--fs-dir PATH [--fs-tag TAG]
-//! [--fs-cache auto|always|never] [--fs-xattr on|off]]`
+//! [--fs-cache auto|always|never] [--fs-xattr on|off]]`, or
+//! `vessel-vmm [--config FILE] --restore-state FILE --restore-memory FILE
+//! [--serial stdout|PATH] [--api-sock PATH] [--vsock-uds PATH]`
 //!
 //! Flags and the JSON config file are parsed and checked by
 //! [`vessel_vmm::config::from_args`]; this file only sets the process up.
@@ -18,15 +20,19 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use vessel_vmm::config::{self, USAGE};
+use vessel_vmm::config::{self, Launch, RestoreConfig, USAGE};
 use vessel_vmm::cpu::vcpu::VmExit;
 use vessel_vmm::devices::virtio::fs::{share, SharedDir};
 use vessel_vmm::profile::HostProfile;
+use vessel_vmm::snapshot;
 use vessel_vmm::vm::Vm;
 
 fn run(args: &[String]) -> Result<VmExit> {
     let profile = HostProfile::detect()?;
-    let config = config::from_args(args, profile)?;
+    let config = match config::from_args(args, profile)? {
+        Launch::Boot(config) => config,
+        Launch::Restore(config) => return restore(&config),
+    };
     // No thread exists yet: unshare(CLONE_NEWNS) applies to the whole VMM.
     let shared_dir = match &config.fs {
         Some(fs) => {
@@ -38,6 +44,19 @@ fn run(args: &[String]) -> Result<VmExit> {
     };
     tracing::info!(cmdline = %config.cmdline, "starting VM");
     let vm = Vm::new(&config, profile, shared_dir).context("cannot build the VM")?;
+    Ok(vm.run()?)
+}
+
+/// Restores the snapshot of `config` and runs it. Every check of the
+/// snapshot files comes before any KVM object exists.
+fn restore(config: &RestoreConfig) -> Result<VmExit> {
+    let start = std::time::Instant::now();
+    let loaded = snapshot::load(&config.state, &config.memory)?;
+    let vm = Vm::restore(config, loaded).context("cannot restore the VM")?;
+    tracing::info!(
+        millis = start.elapsed().as_millis() as u64,
+        "snapshot restored; resuming"
+    );
     Ok(vm.run()?)
 }
 

@@ -18,6 +18,9 @@
 //! }
 //! ```
 //!
+//! A restore from a snapshot takes `"restore_state"` and `"restore_memory"`
+//! (paths) instead of the guest's settings (see [`super::restore`]).
+//!
 //! `fs_xattr` also takes `"on"` or `"off"`. Every key is optional here; `kernel` and `initrd` must come from the file
 //! or the flags. The file is parsed into a [`serde_json::Map`] and each key
 //! checked by hand, so an error names the key it is about.
@@ -32,7 +35,7 @@ use super::{
 };
 
 /// The keys a config file may have.
-pub const KEYS: [&str; 13] = [
+pub const KEYS: [&str; 15] = [
     "kernel",
     "initrd",
     "cmdline",
@@ -46,6 +49,8 @@ pub const KEYS: [&str; 13] = [
     "fs_tag",
     "fs_cache",
     "fs_xattr",
+    "restore_state",
+    "restore_memory",
 ];
 
 /// Settings from one source (the file or the flags), each maybe absent.
@@ -65,6 +70,10 @@ pub struct FileConfig {
     pub fs_tag: Option<String>,
     pub fs_cache: Option<CacheMode>,
     pub fs_xattr: Option<bool>,
+    /// A snapshot's state file to restore instead of booting.
+    pub restore_state: Option<PathBuf>,
+    /// The snapshot's memory file.
+    pub restore_memory: Option<PathBuf>,
 }
 
 impl FileConfig {
@@ -118,6 +127,8 @@ impl FileConfig {
             fs_tag: fields.fs_tag()?,
             fs_cache: fields.fs_cache()?,
             fs_xattr: fields.fs_xattr()?,
+            restore_state: fields.path("restore_state")?,
+            restore_memory: fields.path("restore_memory")?,
         })
     }
 
@@ -137,6 +148,8 @@ impl FileConfig {
             fs_tag: self.fs_tag.or(base.fs_tag),
             fs_cache: self.fs_cache.or(base.fs_cache),
             fs_xattr: self.fs_xattr.or(base.fs_xattr),
+            restore_state: self.restore_state.or(base.restore_state),
+            restore_memory: self.restore_memory.or(base.restore_memory),
         }
     }
 }

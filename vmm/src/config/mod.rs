@@ -4,6 +4,7 @@
 //! file (`--config FILE`, see [`file`]); flags override the file's values.
 
 pub mod file;
+pub mod restore;
 #[cfg(test)]
 mod tests;
 
@@ -13,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 pub use crate::devices::virtio::fs::CacheMode;
 pub use file::FileConfig;
+pub use restore::{Launch, RestoreConfig};
 
 /// Fewest vCPUs a VM may have.
 pub const MIN_VCPUS: u8 = 1;
@@ -42,7 +44,9 @@ pub const MAX_FS_TAG_LEN: usize = crate::devices::virtio::fs::device::TAG_LEN;
 pub const USAGE: &str = "usage: vessel-vmm [--config FILE] --kernel PATH --initrd PATH \
 [--cmdline EXTRA] [--vcpus N] [--memory-mib N] [--serial stdout|PATH] [--api-sock PATH] \
 [--vsock-uds PATH] [--guest-cid N] \
-[--fs-dir PATH [--fs-tag TAG] [--fs-cache auto|always|never] [--fs-xattr on|off]]\n       vessel-vmm check   (can this host run Vessel?)";
+[--fs-dir PATH [--fs-tag TAG] [--fs-cache auto|always|never] [--fs-xattr on|off]]\n   \
+or: vessel-vmm [--config FILE] --restore-state FILE --restore-memory FILE [--serial stdout|PATH] \
+[--api-sock PATH] [--vsock-uds PATH]\n   or: vessel-vmm check   (can this host run Vessel?)";
 
 /// Where the guest's serial console goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,6 +183,15 @@ pub enum ConfigError {
     FsXattr(String),
     #[error("{0}: needs --fs-dir (or the \"fs_dir\" key of the config file)")]
     FsWithoutDir(&'static str),
+    #[error("{0}: not with --restore-state (the snapshot holds the guest and its settings)")]
+    NotWithRestore(&'static str),
+    #[error("{flag}: cannot open {path:?}")]
+    OpenRestoreFile {
+        flag: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Checks a vCPU count, returning it as `u8`.
@@ -291,12 +304,13 @@ pub fn full_cmdline(profile: crate::profile::HostProfile, extra: Option<&str>) -
 }
 
 /// Builds and validates the configuration from the command-line arguments
-/// (without the program name). A `--config FILE` is read first; every other
-/// flag overrides the file's value, wherever it stands.
+/// (without the program name): a boot, or a restore from a snapshot. A
+/// `--config FILE` is read first; every other flag overrides the file's
+/// value, wherever it stands.
 pub fn from_args(
     args: &[String],
     profile: crate::profile::HostProfile,
-) -> Result<VmConfig, ConfigError> {
+) -> Result<Launch, ConfigError> {
     let mut flags = FileConfig::default();
     let mut config_file = None;
     let mut it = args.iter();
@@ -304,7 +318,8 @@ pub fn from_args(
         let (name, value) = match flag.as_str() {
             name @ ("--config" | "--kernel" | "--initrd" | "--cmdline" | "--vcpus"
             | "--memory-mib" | "--serial" | "--api-sock" | "--vsock-uds"
-            | "--guest-cid" | "--fs-dir" | "--fs-tag" | "--fs-cache" | "--fs-xattr") => {
+            | "--guest-cid" | "--fs-dir" | "--fs-tag" | "--fs-cache" | "--fs-xattr"
+            | "--restore-state" | "--restore-memory") => {
                 let value = it
                     .next()
                     .ok_or_else(|| ConfigError::MissingValue(flag.clone()))?;
@@ -335,6 +350,8 @@ pub fn from_args(
             }
             "--fs-cache" => flags.fs_cache = Some(parse_fs_cache(value)?),
             "--fs-xattr" => flags.fs_xattr = Some(parse_fs_xattr(value)?),
+            "--restore-state" => flags.restore_state = Some(PathBuf::from(value)),
+            "--restore-memory" => flags.restore_memory = Some(PathBuf::from(value)),
             _ => flags.api_sock = Some(PathBuf::from(value)),
         }
     }
@@ -343,6 +360,9 @@ pub fn from_args(
         None => FileConfig::default(),
     };
     let merged = flags.or(base);
+    if merged.restore_state.is_some() || merged.restore_memory.is_some() {
+        return restore::config(merged).map(Launch::Restore);
+    }
     let fs = fs_config(&merged)?;
     let config = VmConfig {
         kernel: merged
@@ -361,7 +381,7 @@ pub fn from_args(
         fs,
     };
     config.validate()?;
-    Ok(config)
+    Ok(Launch::Boot(config))
 }
 
 /// The virtio-fs settings: none without a directory, and then none of the

@@ -49,6 +49,14 @@ fn file_error(text: &str) -> String {
         .to_string()
 }
 
+/// `from_args` of a boot.
+fn boot_from_args(args: &[String], profile: HostProfile) -> Result<VmConfig, ConfigError> {
+    match from_args(args, profile)? {
+        Launch::Boot(config) => Ok(config),
+        Launch::Restore(restore) => panic!("a boot was parsed as a restore: {restore:?}"),
+    }
+}
+
 /// The one-line error of `from_args`.
 fn args_error(list: &[&str]) -> String {
     crate::error_chain(&from_args(&args(list), PROFILE).unwrap_err())
@@ -107,7 +115,7 @@ fn file_only_config() {
         "guest_cid": 42,
     });
     let file = write_file(dir.path(), "vm.json", &json.to_string());
-    let config = from_args(&args(&["--config", file.to_str().unwrap()]), PROFILE).unwrap();
+    let config = boot_from_args(&args(&["--config", file.to_str().unwrap()]), PROFILE).unwrap();
     assert_eq!(
         config,
         VmConfig {
@@ -139,7 +147,7 @@ fn flags_override_the_file_wherever_they_stand() {
         "serial": "/tmp/console.log",
     });
     let file = write_file(dir.path(), "vm.json", &json.to_string());
-    let config = from_args(
+    let config = boot_from_args(
         &args(&[
             "--vcpus",
             "2",
@@ -176,7 +184,7 @@ fn cmdline_is_appended_after_the_profile_default_and_quiet() {
     let (kernel, initrd) = (kernel.to_str().unwrap(), initrd.to_str().unwrap());
     for profile in [HostProfile::Hardware, HostProfile::EmulatedCpl0] {
         let base = ["--kernel", kernel, "--initrd", initrd];
-        let config = from_args(&args(&base), profile).unwrap();
+        let config = boot_from_args(&args(&base), profile).unwrap();
         assert_eq!(
             config.cmdline,
             format!("{} quiet", profile.default_cmdline())
@@ -186,7 +194,7 @@ fn cmdline_is_appended_after_the_profile_default_and_quiet() {
 
         let mut extra = base.to_vec();
         extra.extend(["--cmdline", "  init=/bin/sh panic=1 "]);
-        let config = from_args(&args(&extra), profile).unwrap();
+        let config = boot_from_args(&args(&extra), profile).unwrap();
         assert_eq!(
             config.cmdline,
             format!("{} quiet init=/bin/sh panic=1", profile.default_cmdline())
@@ -325,7 +333,7 @@ fn api_sock_needs_its_directory_and_no_other_file_in_its_place() {
     let (kernel, initrd) = boot_files(dir.path());
     let (kernel, initrd) = (kernel.to_str().unwrap(), initrd.to_str().unwrap());
     let with_sock = |sock: &Path| {
-        from_args(
+        boot_from_args(
             &args(&[
                 "--kernel",
                 kernel,
@@ -370,7 +378,7 @@ fn vsock_flags_and_keys() {
     let with = |more: &[&str]| {
         let mut list = base.to_vec();
         list.extend(more);
-        from_args(&args(&list), PROFILE)
+        boot_from_args(&args(&list), PROFILE)
     };
     let uds = dir.path().join("v.sock");
     let config = with(&["--vsock-uds", uds.to_str().unwrap(), "--guest-cid", "7"]).unwrap();
@@ -430,7 +438,7 @@ fn fs_flags_and_keys() {
     let with = |more: &[&str]| {
         let mut list = base.to_vec();
         list.extend(more);
-        from_args(&args(&list), PROFILE)
+        boot_from_args(&args(&list), PROFILE)
     };
     assert_eq!(with(&[]).unwrap().fs, None, "no fs device without --fs-dir");
     assert_eq!(
@@ -519,7 +527,7 @@ fn fs_flags_and_keys() {
     });
     let file = write_file(dir.path(), "vm.json", &json.to_string());
     let file = file.to_str().unwrap();
-    let fs = from_args(&args(&["--config", file]), PROFILE)
+    let fs = boot_from_args(&args(&["--config", file]), PROFILE)
         .unwrap()
         .fs
         .unwrap();
@@ -527,7 +535,7 @@ fn fs_flags_and_keys() {
         (fs.tag.as_str(), fs.cache, fs.xattr),
         ("from-file", CacheMode::Always, false)
     );
-    let fs = from_args(&args(&["--config", file, "--fs-xattr", "on"]), PROFILE)
+    let fs = boot_from_args(&args(&["--config", file, "--fs-xattr", "on"]), PROFILE)
         .unwrap()
         .fs
         .unwrap();

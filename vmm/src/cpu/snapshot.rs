@@ -40,7 +40,7 @@ const SAVED_MSR_RANGES: &[(u32, u32)] = &[
     (0x140, 1), // MISC_FEATURES_ENABLES
     (msr::MSR_IA32_SYSENTER_CS, 3),
     (msr::MSR_IA32_MISC_ENABLE, 1),
-    (0x1d9, 1),   // IA32_DEBUGCTL
+    (0x1d9, 1),     // IA32_DEBUGCTL
     (0x200, 0x100), // MTRRs, PAT, MTRR_DEF_TYPE
     (MSR_IA32_TSC_DEADLINE, 1),
     (0xc000_0080, 5), // EFER, STAR, LSTAR, CSTAR, SYSCALL_MASK
@@ -237,7 +237,11 @@ fn get_msrs(fd: &VcpuFd, id: u8, indices: &[u32]) -> Result<Vec<MsrValue>, VcpuS
             data: e.data,
         }));
         if read < take {
-            debug!(vcpu = id, msr = format_args!("{:#x}", pending[read]), "MSR not saved: KVM will not read it");
+            debug!(
+                vcpu = id,
+                msr = format_args!("{:#x}", pending[read]),
+                "MSR not saved: KVM will not read it"
+            );
             pending.drain(..=read);
         } else {
             pending.drain(..take);
@@ -283,7 +287,9 @@ pub fn save(fd: &VcpuFd, id: u8, caps: &VcpuCaps) -> Result<VcpuState, VcpuState
         .map_err(|e| VcpuStateError::Get("special registers", e))?;
     let fpu = fd.get_fpu().map_err(|e| VcpuStateError::Get("FPU", e))?;
     let xsave = if caps.xsave {
-        let xsave: kvm_xsave = fd.get_xsave().map_err(|e| VcpuStateError::Get("xsave", e))?;
+        let xsave: kvm_xsave = fd
+            .get_xsave()
+            .map_err(|e| VcpuStateError::Get("xsave", e))?;
         Some(xsave.region.to_vec())
     } else {
         None
@@ -296,7 +302,9 @@ pub fn save(fd: &VcpuFd, id: u8, caps: &VcpuCaps) -> Result<VcpuState, VcpuState
     let debug_regs = fd
         .get_debug_regs()
         .map_err(|e| VcpuStateError::Get("debug registers", e))?;
-    let lapic = fd.get_lapic().map_err(|e| VcpuStateError::Get("LAPIC", e))?;
+    let lapic = fd
+        .get_lapic()
+        .map_err(|e| VcpuStateError::Get("LAPIC", e))?;
     let cpuid = fd
         .get_cpuid2(KVM_MAX_CPUID_ENTRIES)
         .map_err(|e| VcpuStateError::Get("CPUID", e))?;

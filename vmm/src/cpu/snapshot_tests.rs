@@ -89,7 +89,8 @@ fn boot_vcpu() -> Option<(Kvm, kvm_ioctls::VmFd, Vcpu)> {
     })
     .unwrap();
     let supported = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).unwrap();
-    let vcpu = Vcpu::new(&vm, 0, 1, &supported, &[], 0x100_0000).unwrap();
+    let caps = std::sync::Arc::new(VcpuCaps::detect(&kvm).unwrap());
+    let vcpu = Vcpu::new(&vm, 0, 1, &supported, &[], 0x100_0000, caps).unwrap();
     Some((kvm, vm, vcpu))
 }
 
@@ -146,8 +147,15 @@ fn a_refused_msr_is_named() {
     assert_eq!(err.to_string(), "KVM refused MSR 0xdead0000");
     state.msrs.pop();
     state.xsave = Some(vec![0; 3]);
-    let err = restore(fresh.fd(), &state, &VcpuCaps { xsave: true, ..caps.clone() })
-        .unwrap_err();
+    let err = restore(
+        fresh.fd(),
+        &state,
+        &VcpuCaps {
+            xsave: true,
+            ..caps.clone()
+        },
+    )
+    .unwrap_err();
     assert_eq!(err.to_string(), "the xsave area has 3 words, not 1024");
     if !caps.xsave {
         assert!(matches!(

@@ -8,6 +8,7 @@ use kvm_bindings::{kvm_lapic_state, CpuId};
 use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
 use tracing::{debug, error, info, warn};
 
+use super::snapshot::{self, VcpuCaps};
 use super::{cpuid, msr};
 use crate::boot::tables;
 use crate::control::VcpuControl;
@@ -63,6 +64,8 @@ pub enum VmExit {
 pub struct Vcpu {
     fd: VcpuFd,
     id: u8,
+    /// What its state saves need to know of KVM.
+    caps: Arc<VcpuCaps>,
 }
 
 fn lapic_reg(l: &kvm_lapic_state, off: usize) -> u32 {
@@ -82,6 +85,14 @@ fn lvt_mode(reg: u32, mode: u32) -> u32 {
 }
 
 impl Vcpu {
+    /// Creates vCPU `id` with no state set: a snapshot's goes in next.
+    pub fn create(vm: &VmFd, id: u8, caps: Arc<VcpuCaps>) -> Result<Self, VcpuError> {
+        let fd = vm
+            .create_vcpu(u64::from(id))
+            .map_err(|e| VcpuError::CreateVcpu(id, e))?;
+        Ok(Self { fd, id, caps })
+    }
+
     /// Creates vCPU `id` and sets CPUID, MSRs and the LAPIC LVTs; the boot
     /// vCPU (0) also gets the long-mode entry state.
     pub fn new(
@@ -91,10 +102,9 @@ impl Vcpu {
         supported: &CpuId,
         masked: &[CpuidFeature],
         entry: u64,
+        caps: Arc<VcpuCaps>,
     ) -> Result<Self, VcpuError> {
-        let fd = vm
-            .create_vcpu(u64::from(id))
-            .map_err(|e| VcpuError::CreateVcpu(id, e))?;
+        let Self { fd, .. } = Self::create(vm, id, Arc::clone(&caps))?;
         let entries = cpuid::guest_cpuid(supported.as_slice(), masked, id, count);
         let cpuid = CpuId::from_entries(&entries).map_err(VcpuError::BuildCpuid)?;
         fd.set_cpuid2(&cpuid).map_err(VcpuError::SetCpuid)?;
@@ -116,7 +126,7 @@ impl Vcpu {
             set_lapic_reg(&mut lapic, APIC_LVT1, lvt_mode(lint1, APIC_MODE_NMI));
             fd.set_lapic(&lapic).map_err(VcpuError::SetLapic)?;
         }
-        Ok(Self { fd, id })
+        Ok(Self { fd, id, caps })
     }
 
     /// The KVM vCPU.
@@ -141,8 +151,14 @@ impl Vcpu {
         let id = self.id;
         // Kicks reach this thread only while it is registered.
         let _registered = control.register_current_thread();
+        let caps = Arc::clone(&self.caps);
         let reason = loop {
-            if !control.checkpoint() {
+            let fd = &mut self.fd;
+            let mut save = || {
+                snapshot::complete_pending_io(fd)?;
+                snapshot::save(fd, id, &caps)
+            };
+            if !control.checkpoint_with(usize::from(id), &mut save) {
                 break VmExit::Stopped;
             }
             match self.fd.run() {

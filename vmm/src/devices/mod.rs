@@ -4,14 +4,16 @@ pub mod legacy;
 pub mod virtio;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use virtio::mmio::{lock, MmioTransport, MMIO_WINDOW_SIZE};
+use serde::{Deserialize, Serialize};
+use virtio::mmio::{lock, MmioTransport, TransportState, MMIO_WINDOW_SIZE};
+use virtio::{DeviceState, VirtioDevice};
 
 use tracing::{debug, warn};
 
 use legacy::i8042::{I8042, I8042_PORT_COUNT, I8042_PORT_DATA};
-use legacy::serial::{SerialDevice, SERIAL_PORT_BASE, SERIAL_PORT_COUNT};
+use legacy::serial::{SerialDevice, SerialSnapshot, SERIAL_PORT_BASE, SERIAL_PORT_COUNT};
 
 /// What the VM must do after a device access.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +29,27 @@ pub enum DeviceAction {
 pub enum DevicesError {
     #[error("cannot create the serial device")]
     CreateSerial(#[source] legacy::serial::SerialError),
+    #[error("virtio device type {0} cannot be snapshotted")]
+    SnapshotUnsupported(u32),
+}
+
+/// One virtio-mmio device in a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VirtioSlotState {
+    /// Where its window was; a restore puts it at the same place.
+    pub base: u64,
+    pub transport: TransportState,
+    pub device: DeviceState,
+}
+
+/// Every device of the bus in a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevicesState {
+    pub serial: SerialSnapshot,
+    pub i8042: I8042,
+    pub virtio: Vec<VirtioSlotState>,
 }
 
 /// A virtio-mmio device window.
@@ -46,12 +69,50 @@ pub struct Bus {
 impl Bus {
     /// Creates the bus around its devices.
     pub fn new(serial: SerialDevice, virtio: Vec<MmioSlot>) -> Self {
+        Self::with_i8042(serial, I8042::default(), virtio)
+    }
+
+    /// Creates the bus around its devices, the i8042 in a given state.
+    pub fn with_i8042(serial: SerialDevice, i8042: I8042, virtio: Vec<MmioSlot>) -> Self {
         Self {
             serial: Mutex::new(serial),
-            i8042: Mutex::new(I8042::default()),
+            i8042: Mutex::new(i8042),
             virtio,
             unknown: AtomicU64::new(0),
         }
+    }
+
+    /// Saves every device and calls `then` with their state while holding
+    /// every device's lock, so no device event loop touches guest memory
+    /// until it returns (a snapshot writes guest memory out there). The
+    /// vCPUs must be paused. A device that cannot be snapshotted refuses it.
+    pub fn save_state<R>(&self, then: impl FnOnce(DevicesState) -> R) -> Result<R, DevicesError> {
+        let serial = lock(&self.serial);
+        let i8042 = lock(&self.i8042);
+        let handles: Vec<Arc<Mutex<dyn VirtioDevice>>> = self
+            .virtio
+            .iter()
+            .map(|slot| lock(&slot.transport).device_handle())
+            .collect();
+        let devices: Vec<_> = handles.iter().map(|d| lock(d)).collect();
+        let transports: Vec<_> = self.virtio.iter().map(|s| lock(&s.transport)).collect();
+        let mut virtio = Vec::with_capacity(self.virtio.len());
+        for ((slot, device), transport) in self.virtio.iter().zip(&devices).zip(&transports) {
+            let state = device
+                .save_state()
+                .ok_or(DevicesError::SnapshotUnsupported(transport.device_type()))?;
+            virtio.push(VirtioSlotState {
+                base: slot.base,
+                transport: transport.save_state(),
+                device: state,
+            });
+        }
+        let state = DevicesState {
+            serial: serial.save(),
+            i8042: i8042.clone(),
+            virtio,
+        };
+        Ok(then(state))
     }
 
     fn virtio_at(&self, addr: u64) -> Option<(&MmioSlot, u64)> {

@@ -2,6 +2,8 @@
 //! waits for the input buffer to drain and writes 0xFE (pulse reset) to the
 //! command port. The reset ends the VM.
 
+use serde::{Deserialize, Serialize};
+
 use super::super::DeviceAction;
 
 /// Data port.
@@ -25,8 +27,8 @@ const STATUS_SYS: u8 = 0x04;
 /// Status: last write was a command.
 const STATUS_CMD: u8 = 0x08;
 
-/// The controller's state.
-#[derive(Debug, Default)]
+/// The controller's state; a snapshot holds it as it is.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct I8042 {
     status: u8,
     ctr: u8,

@@ -5,6 +5,8 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::path::Path;
 
+use serde::{Deserialize, Serialize};
+use vm_superio::serial::SerialState;
 use vm_superio::{Serial, Trigger};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -26,6 +28,59 @@ pub enum SerialError {
     CreateOutput(std::path::PathBuf, #[source] io::Error),
     #[error("UART register write failed")]
     WriteRegister(#[source] vm_superio::serial::Error<io::Error>),
+    #[error("cannot restore the UART")]
+    RestoreState(#[source] vm_superio::serial::Error<io::Error>),
+}
+
+/// The UART's registers and receive FIFO, for snapshots (vm-superio's
+/// `SerialState`, which does not serialise).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SerialSnapshot {
+    pub baud_divisor_low: u8,
+    pub baud_divisor_high: u8,
+    pub interrupt_enable: u8,
+    pub interrupt_identification: u8,
+    pub line_control: u8,
+    pub line_status: u8,
+    pub modem_control: u8,
+    pub modem_status: u8,
+    pub scratch: u8,
+    /// At most vm-superio's FIFO size; more is refused at restore.
+    pub in_buffer: Vec<u8>,
+}
+
+impl From<SerialState> for SerialSnapshot {
+    fn from(s: SerialState) -> Self {
+        Self {
+            baud_divisor_low: s.baud_divisor_low,
+            baud_divisor_high: s.baud_divisor_high,
+            interrupt_enable: s.interrupt_enable,
+            interrupt_identification: s.interrupt_identification,
+            line_control: s.line_control,
+            line_status: s.line_status,
+            modem_control: s.modem_control,
+            modem_status: s.modem_status,
+            scratch: s.scratch,
+            in_buffer: s.in_buffer,
+        }
+    }
+}
+
+impl From<&SerialSnapshot> for SerialState {
+    fn from(s: &SerialSnapshot) -> Self {
+        Self {
+            baud_divisor_low: s.baud_divisor_low,
+            baud_divisor_high: s.baud_divisor_high,
+            interrupt_enable: s.interrupt_enable,
+            interrupt_identification: s.interrupt_identification,
+            line_control: s.line_control,
+            line_status: s.line_status,
+            modem_control: s.modem_control,
+            modem_status: s.modem_status,
+            scratch: s.scratch,
+            in_buffer: s.in_buffer.clone(),
+        }
+    }
 }
 
 /// An eventfd that raises the UART's interrupt.
@@ -68,6 +123,29 @@ impl SerialDevice {
         Ok((Self { inner }, evt))
     }
 
+    /// A UART in the snapshot's `state`, writing to `out`; an interrupt it
+    /// had pending is raised again on the returned eventfd.
+    pub fn restore(
+        state: &SerialSnapshot,
+        out: Box<dyn Write + Send>,
+    ) -> Result<(Self, EventFd), SerialError> {
+        let evt = EventFd::new(libc::EFD_NONBLOCK).map_err(SerialError::CreateEventFd)?;
+        let irq = evt.try_clone().map_err(SerialError::CloneEventFd)?;
+        let inner = Serial::from_state(
+            &SerialState::from(state),
+            IrqTrigger(irq),
+            vm_superio::serial::NoEvents,
+            ConsoleOut(out),
+        )
+        .map_err(SerialError::RestoreState)?;
+        Ok((Self { inner }, evt))
+    }
+
+    /// The UART's state, for a snapshot.
+    pub fn save(&self) -> SerialSnapshot {
+        self.inner.state().into()
+    }
+
     /// Opens the output: stdout, or a file at `path`.
     pub fn output(path: Option<&Path>) -> Result<Box<dyn Write + Send>, SerialError> {
         Ok(match path {
@@ -88,5 +166,36 @@ impl SerialDevice {
         self.inner
             .write(offset, value)
             .map_err(SerialError::WriteRegister)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_saved_uart_restores_with_its_registers_and_fifo() {
+        let (mut uart, _evt) = SerialDevice::new(Box::new(io::sink())).unwrap();
+        uart.write(7, 0x5a).unwrap(); // scratch
+        uart.write(3, 0x03).unwrap(); // 8N1
+        let mut state = uart.save();
+        assert_eq!((state.scratch, state.line_control), (0x5a, 0x03));
+        state.in_buffer = b"abc".to_vec();
+        let text = serde_json::to_string(&state).unwrap();
+        let back: SerialSnapshot = serde_json::from_str(&text).unwrap();
+        let (mut restored, _evt) = SerialDevice::restore(&back, Box::new(io::sink())).unwrap();
+        assert_eq!(restored.save(), state);
+        assert_eq!(restored.read(7), 0x5a);
+    }
+
+    #[test]
+    fn an_overfull_fifo_is_refused() {
+        let (uart, _evt) = SerialDevice::new(Box::new(io::sink())).unwrap();
+        let mut state = uart.save();
+        state.in_buffer = vec![b'x'; 1 << 20];
+        let err = SerialDevice::restore(&state, Box::new(io::sink()))
+            .err()
+            .unwrap();
+        assert!(matches!(err, SerialError::RestoreState(_)), "{err}");
     }
 }

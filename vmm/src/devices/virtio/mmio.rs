@@ -33,6 +33,24 @@ pub enum MmioError {
     CreateQueueEvent(#[source] std::io::Error),
     #[error("queue {index} has an invalid maximum size {size}")]
     CreateQueue { index: usize, size: u16 },
+    #[error("the snapshot has device type {found} where device type {expected} was created")]
+    RestoreDeviceType { expected: u32, found: u32 },
+    #[error("the snapshot has {found} queues for device type {device}, which has {expected}")]
+    RestoreQueueCount {
+        device: u32,
+        expected: usize,
+        found: usize,
+    },
+    #[error("queue {index} of device type {device}: {reason}")]
+    RestoreQueue {
+        device: u32,
+        index: usize,
+        reason: String,
+    },
+    #[error("device type {device}: {reason}")]
+    RestoreTransport { device: u32, reason: &'static str },
+    #[error("cannot activate device type {0} again")]
+    RestoreActivate(u32, #[source] super::ActivateError),
 }
 
 /// Counts of guest mistakes, for logs and tests.
@@ -49,6 +67,9 @@ pub struct MmioCounters {
 /// One virtio device behind its MMIO registers.
 pub struct MmioTransport {
     device: Arc<Mutex<dyn VirtioDevice>>,
+    /// The device's type, read once: a snapshot reads it while holding the
+    /// device's lock.
+    device_type: u32,
     mem: GuestMemoryMmap,
     irq: Arc<IrqTrigger>,
     queues: Vec<Queue>,
@@ -69,12 +90,16 @@ impl MmioTransport {
         mem: GuestMemoryMmap,
         irq: Arc<IrqTrigger>,
     ) -> Result<Self, MmioError> {
-        let queues = new_queues(lock(&device).queue_max_sizes())?;
+        let (queues, device_type) = {
+            let d = lock(&device);
+            (new_queues(d.queue_max_sizes())?, d.device_type())
+        };
         let queue_evts = (0..queues.len())
             .map(|_| EventFd::new(EFD_NONBLOCK).map_err(MmioError::CreateQueueEvent))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             device,
+            device_type,
             mem,
             irq,
             queues,
@@ -100,7 +125,12 @@ impl MmioTransport {
     }
 
     pub fn device_type(&self) -> u32 {
-        self.device().device_type()
+        self.device_type
+    }
+
+    /// The device model, shared with its event loop.
+    pub fn device_handle(&self) -> Arc<Mutex<dyn VirtioDevice>> {
+        Arc::clone(&self.device)
     }
 
     /// The device; its event loop holds the same lock.
@@ -356,11 +386,6 @@ impl MmioTransport {
                 return Err(super::ActivateError::InvalidQueue(index));
             }
         }
-        let queue_evts = self
-            .queue_evts
-            .iter()
-            .map(|e| e.try_clone().map_err(super::ActivateError::CloneEvent))
-            .collect::<Result<Vec<_>, _>>()?;
         // The device gets its own copies; the transport keeps answering
         // register reads from its set.
         let queues = self
@@ -370,6 +395,16 @@ impl MmioTransport {
             .map(|(index, q)| {
                 Queue::try_from(q.state()).map_err(|_| super::ActivateError::InvalidQueue(index))
             })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.activate_on(queues)
+    }
+
+    /// Hands the device `queues` and clones of the queue events.
+    fn activate_on(&mut self, queues: Vec<Queue>) -> Result<(), super::ActivateError> {
+        let queue_evts = self
+            .queue_evts
+            .iter()
+            .map(|e| e.try_clone().map_err(super::ActivateError::CloneEvent))
             .collect::<Result<Vec<_>, _>>()?;
         self.device().activate(Activation {
             mem: self.mem.clone(),
@@ -410,6 +445,10 @@ fn new_queues(max_sizes: &[u16]) -> Result<Vec<Queue>, MmioError> {
         .map(|(index, &size)| Queue::new(size).map_err(|_| MmioError::CreateQueue { index, size }))
         .collect()
 }
+
+#[path = "mmio_snapshot.rs"]
+mod snapshot;
+pub use snapshot::TransportState;
 
 #[cfg(test)]
 #[path = "mmio_tests.rs"]

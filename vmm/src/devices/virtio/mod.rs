@@ -17,7 +17,8 @@ pub mod vsock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use virtio_queue::Queue;
+use serde::{Deserialize, Serialize};
+use virtio_queue::{Queue, QueueState};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
@@ -81,6 +82,80 @@ impl Activation {
     }
 }
 
+/// A virtqueue's set-up and ring positions, for snapshots (virtio-queue's
+/// `QueueState`, which does not serialise). Untrusted when read back:
+/// [`QueueSnapshot::to_queue`] checks it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueSnapshot {
+    pub max_size: u16,
+    pub size: u16,
+    pub ready: bool,
+    pub desc_table: u64,
+    pub avail_ring: u64,
+    pub used_ring: u64,
+    pub next_avail: u16,
+    pub next_used: u16,
+    pub event_idx_enabled: bool,
+}
+
+impl From<QueueState> for QueueSnapshot {
+    fn from(q: QueueState) -> Self {
+        Self {
+            max_size: q.max_size,
+            size: q.size,
+            ready: q.ready,
+            desc_table: q.desc_table,
+            avail_ring: q.avail_ring,
+            used_ring: q.used_ring,
+            next_avail: q.next_avail,
+            next_used: q.next_used,
+            event_idx_enabled: q.event_idx_enabled,
+        }
+    }
+}
+
+impl QueueSnapshot {
+    /// The queue, if its sizes and ring addresses are ones a driver could
+    /// have set.
+    pub fn to_queue(&self) -> Result<Queue, virtio_queue::Error> {
+        Queue::try_from(QueueState {
+            max_size: self.max_size,
+            size: self.size,
+            ready: self.ready,
+            desc_table: self.desc_table,
+            avail_ring: self.avail_ring,
+            used_ring: self.used_ring,
+            next_avail: self.next_avail,
+            next_used: self.next_used,
+            event_idx_enabled: self.event_idx_enabled,
+        })
+    }
+}
+
+/// Which device model, with what it needs to be created again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum DeviceKind {
+    Rng,
+    Vsock { guest_cid: u64 },
+}
+
+/// What a device model adds to its transport's state in a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceState {
+    pub kind: DeviceKind,
+    pub acked_features: u64,
+    /// The queues as the active device drives them, with its ring
+    /// positions; `None` while it is not active.
+    pub active_queues: Option<Vec<QueueSnapshot>>,
+}
+
+/// The queues of an active device, for its [`DeviceState`].
+pub fn queue_snapshots(queues: &[Queue]) -> Vec<QueueSnapshot> {
+    queues.iter().map(|q| q.state().into()).collect()
+}
+
 /// A virtio device model that plugs into the MMIO transport.
 pub trait VirtioDevice: Send {
     /// The virtio device id (see [`device_type`]).
@@ -99,6 +174,14 @@ pub trait VirtioDevice: Send {
     fn activate(&mut self, activation: Activation) -> Result<(), ActivateError>;
     /// Stops the device and drops its queues (the driver wrote status 0).
     fn reset(&mut self);
+    /// The device's state for a snapshot; `None` if it cannot be
+    /// snapshotted (the snapshot is then refused).
+    fn save_state(&self) -> Option<DeviceState> {
+        None
+    }
+    /// Called once a restored device is active again, before the vCPUs
+    /// run: tells the guest what did not survive the restore.
+    fn restored(&mut self) {}
 }
 
 /// Raises the used-buffer interrupt if the driver wants to hear about

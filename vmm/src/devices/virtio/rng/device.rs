@@ -8,7 +8,8 @@ use vm_memory::{Address, Bytes, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::devices::virtio::{
-    device_type, notify_used, ActivateError, Activation, IrqTrigger, VirtioDevice,
+    device_type, notify_used, queue_snapshots, ActivateError, Activation, DeviceKind, DeviceState,
+    IrqTrigger, VirtioDevice,
 };
 
 /// Size of the request queue.
@@ -230,6 +231,17 @@ impl VirtioDevice for Rng {
         if let Err(err) = self.signal_event_loop() {
             warn!(%err, "virtio-rng: signal reset to the event loop");
         }
+    }
+
+    fn save_state(&self) -> Option<DeviceState> {
+        Some(DeviceState {
+            kind: DeviceKind::Rng,
+            acked_features: self.acked_features,
+            active_queues: self
+                .active
+                .as_ref()
+                .map(|a| queue_snapshots(std::slice::from_ref(&a.queue))),
+        })
     }
 }
 

@@ -16,7 +16,8 @@ use vmm_sys_util::timerfd::TimerFd;
 use super::muxer::{Muxer, VsockCounters};
 use super::packet::{self, HDR_SIZE, MAX_PAYLOAD};
 use crate::devices::virtio::{
-    device_type, notify_used, ActivateError, Activation, IrqTrigger, VirtioDevice,
+    device_type, notify_used, queue_snapshots, ActivateError, Activation, DeviceKind, DeviceState,
+    IrqTrigger, VirtioDevice,
 };
 
 /// Size of each queue.
@@ -348,6 +349,29 @@ impl VirtioDevice for Vsock {
         self.muxer.close_all();
         if let Err(err) = self.signal_event_loop() {
             warn!(%err, "virtio-vsock: signal reset to the event loop");
+        }
+    }
+
+    /// The host connections are not part of it: they end with the VMM, and
+    /// the restored device tells the guest so ([`Self::restored`]).
+    fn save_state(&self) -> Option<DeviceState> {
+        Some(DeviceState {
+            kind: DeviceKind::Vsock {
+                guest_cid: self.guest_cid,
+            },
+            acked_features: self.acked_features,
+            active_queues: self.active.as_ref().map(|a| queue_snapshots(&a.queues)),
+        })
+    }
+
+    /// The guest's connections were to host sockets of the VMM that took
+    /// the snapshot: TRANSPORT_RESET makes it drop them (listeners stay).
+    fn restored(&mut self) {
+        if self.send_transport_reset() {
+            tracing::info!(
+                guest_cid = self.guest_cid,
+                "virtio-vsock: sent TRANSPORT_RESET after restore"
+            );
         }
     }
 }

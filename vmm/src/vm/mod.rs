@@ -18,6 +18,7 @@ use crate::api::ApiServer;
 use crate::boot::{layout, loader, mptable, params, tables};
 use crate::config::{SerialOutput, VmConfig};
 use crate::control::{install_kick_handler, VcpuControl};
+use crate::cpu::snapshot::{VcpuCaps, VcpuStateError};
 use crate::cpu::vcpu::{Vcpu, VcpuError, VmExit};
 use crate::devices::legacy::serial::{SerialDevice, SerialError, SERIAL_IRQ};
 use crate::devices::virtio::fs::{self as virtio_fs, FsServer, SharedDir};
@@ -25,6 +26,7 @@ use crate::devices::virtio::{self, rng::Rng, vsock::Vsock};
 use crate::devices::{Bus, MmioSlot};
 use crate::memory::{self, MemoryError};
 use crate::profile::HostProfile;
+use crate::snapshot::{SnapshotError, Snapshotter};
 
 /// Errors of building or running the VM.
 #[derive(Debug, thiserror::Error)]
@@ -79,12 +81,26 @@ pub enum VmError {
     CreateVcpu(#[source] VcpuError),
     #[error("cannot spawn a vCPU thread")]
     SpawnVcpu(#[source] std::io::Error),
+    #[error("cannot learn what vCPU state KVM saves")]
+    DetectVcpuCaps(#[source] VcpuStateError),
+    #[error("cannot restore the snapshot")]
+    Snapshot(#[source] SnapshotError),
+    #[error("cannot restore virtio device {0}")]
+    RestoreTransport(usize, #[source] virtio::mmio::MmioError),
+    #[error("cannot restore vCPU {0}")]
+    RestoreVcpu(u8, #[source] VcpuStateError),
+    #[error("the snapshot has a vsock device: give it a socket with --vsock-uds")]
+    RestoreNeedsVsockUds,
+    #[error("--vsock-uds: the snapshot has no vsock device")]
+    RestoreHasNoVsock,
 }
+
+mod restore;
 
 /// A VM ready to run.
 pub struct Vm {
-    _vm: VmFd,
-    _memory: GuestMemoryMmap,
+    vm: Arc<VmFd>,
+    memory: GuestMemoryMmap,
     bus: Arc<Bus>,
     vcpus: Vec<Vcpu>,
     events: Option<EventLoop>,
@@ -213,6 +229,34 @@ fn fs_thread_start() {
     }
 }
 
+/// The KVM VM around `mem`, with its in-kernel irqchip and PIT.
+fn create_vm(kvm: &Kvm, mem: &GuestMemoryMmap) -> Result<VmFd, VmError> {
+    let vm = kvm.create_vm().map_err(VmError::CreateVm)?;
+    register_memory(&vm, mem)?;
+    if let Err(error) = vm.set_identity_map_address(layout::KVM_IDENTITY_MAP_ADDRESS) {
+        warn!(%error, "cannot set the identity map address");
+    }
+    if let Err(error) = vm.set_tss_address(layout::KVM_TSS_ADDRESS as usize) {
+        warn!(%error, "cannot set the TSS address");
+    }
+    vm.create_irq_chip().map_err(VmError::CreateIrqChip)?;
+    let pit = kvm_pit_config {
+        flags: KVM_PIT_SPEAKER_DUMMY,
+        ..Default::default()
+    };
+    vm.create_pit2(pit).map_err(VmError::CreatePit)?;
+    Ok(vm)
+}
+
+/// The serial console's output.
+fn serial_output(serial: &SerialOutput) -> Result<Box<dyn std::io::Write + Send>, VmError> {
+    let path = match serial {
+        SerialOutput::Stdout => None,
+        SerialOutput::File(p) => Some(p.as_path()),
+    };
+    SerialDevice::output(path).map_err(VmError::CreateSerial)
+}
+
 fn register_memory(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), VmError> {
     for (slot, region) in mem.iter().enumerate() {
         let host = region
@@ -245,23 +289,9 @@ impl Vm {
         shared_dir: Option<Arc<SharedDir>>,
     ) -> Result<Self, VmError> {
         let kvm = Kvm::new().map_err(VmError::OpenKvm)?;
-        let vm = kvm.create_vm().map_err(VmError::CreateVm)?;
         let mem_size = config.memory_mib << 20;
         let mem = memory::create_guest_memory(mem_size).map_err(VmError::CreateMemory)?;
-        register_memory(&vm, &mem)?;
-
-        if let Err(error) = vm.set_identity_map_address(layout::KVM_IDENTITY_MAP_ADDRESS) {
-            warn!(%error, "cannot set the identity map address");
-        }
-        if let Err(error) = vm.set_tss_address(layout::KVM_TSS_ADDRESS as usize) {
-            warn!(%error, "cannot set the TSS address");
-        }
-        vm.create_irq_chip().map_err(VmError::CreateIrqChip)?;
-        let pit = kvm_pit_config {
-            flags: KVM_PIT_SPEAKER_DUMMY,
-            ..Default::default()
-        };
-        vm.create_pit2(pit).map_err(VmError::CreatePit)?;
+        let vm = create_vm(&kvm, &mem)?;
 
         let mut events = EventLoop::new().map_err(VmError::CreateEventLoop)?;
         let mut virtio = VirtioAttacher {
@@ -315,11 +345,7 @@ impl Vm {
         tables::write_tables(&mem).map_err(VmError::WriteTables)?;
         mptable::setup_mptable(&mem, config.vcpus).map_err(VmError::WriteMptable)?;
 
-        let path = match &config.serial {
-            SerialOutput::Stdout => None,
-            SerialOutput::File(p) => Some(p.as_path()),
-        };
-        let out = SerialDevice::output(path).map_err(VmError::CreateSerial)?;
+        let out = serial_output(&config.serial)?;
         let (serial, serial_evt) = SerialDevice::new(out).map_err(VmError::CreateSerial)?;
         vm.register_irqfd(&serial_evt, SERIAL_IRQ)
             .map_err(VmError::RegisterIrqfd)?;
@@ -331,8 +357,20 @@ impl Vm {
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(VmError::GetSupportedCpuid)?;
         let masked = profile.masked_cpuid();
+        let caps = Arc::new(VcpuCaps::detect(&kvm).map_err(VmError::DetectVcpuCaps)?);
         let vcpus = (0..config.vcpus)
-            .map(|id| Vcpu::new(&vm, id, config.vcpus, &supported, masked, kernel.entry.0))
+            .map(|id| {
+                let caps = Arc::clone(&caps);
+                Vcpu::new(
+                    &vm,
+                    id,
+                    config.vcpus,
+                    &supported,
+                    masked,
+                    kernel.entry.0,
+                    caps,
+                )
+            })
             .collect::<Result<Vec<_>, _>>()
             .map_err(VmError::CreateVcpu)?;
         if let Some(most) = profile.reliable_vcpus().filter(|&most| config.vcpus > most) {
@@ -345,8 +383,8 @@ impl Vm {
         }
         info!(vcpus = config.vcpus, memory_mib = config.memory_mib, %profile, "VM built");
         Ok(Self {
-            _vm: vm,
-            _memory: mem,
+            vm: Arc::new(vm),
+            memory: mem,
             bus,
             vcpus,
             events: Some(events),
@@ -405,10 +443,22 @@ impl Vm {
         }
         drop(tx);
         let api = match &self.api_sock {
-            Some(path) => Some(
-                ApiServer::start(path, Arc::clone(&control), self.shared_dir.clone())
-                    .map_err(VmError::Api)?,
-            ),
+            Some(path) => {
+                let snapshotter = Snapshotter::new(
+                    Arc::clone(&self.vm),
+                    self.memory.clone(),
+                    Arc::clone(&self.bus),
+                    Arc::clone(&control),
+                );
+                let server = ApiServer::start(
+                    path,
+                    Arc::clone(&control),
+                    self.shared_dir.clone(),
+                    Some(Arc::new(snapshotter)),
+                )
+                .map_err(VmError::Api)?;
+                Some(server)
+            }
             None => None,
         };
         let exit = rx
@@ -422,8 +472,8 @@ impl Vm {
         );
         drop(api); // removes the socket file
                    // vCPU threads may still be inside KVM_RUN; the process exit ends them.
-        std::mem::forget(self._vm);
-        std::mem::forget(self._memory);
+        std::mem::forget(self.vm);
+        std::mem::forget(self.memory);
         Ok(exit)
     }
 }

@@ -8,7 +8,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 # Seconds each fuzz target runs in `make test` (longer: make fuzz FUZZ_SECONDS=600).
 FUZZ_SECONDS ?= 15
-FUZZ_TARGETS = virtio_mmio rng_queue vsock_packet virtio_fs
+FUZZ_TARGETS = virtio_mmio rng_queue vsock_packet virtio_fs snapshot_state
 
 .PHONY: demo test deps kernel lint fuzz bench agent-initramfs
 

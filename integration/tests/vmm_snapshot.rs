@@ -1,9 +1,8 @@
 //! Snapshot and restore in vessel-vmm. An agent VM (2 vCPUs, 256 MiB) is
 //! paused, snapshotted over the API socket and shut down; three new
 //! vessel-vmm processes restore it at once from the same two files (the
-//! memory mapped copy-on-write); on each the host reconnects over vsock
-//! (the restored device sent the guest TRANSPORT_RESET) and the agent
-//! answers; each restored VM shuts down cleanly with status 0. A corrupt
+//! memory mapped copy-on-write); on each the guest takes the vsock
+//! device's TRANSPORT_RESET, the host reconnects and the agent answers; each restored VM shuts down cleanly with status 0. A corrupt
 //! state file, one of another format version, a cut memory file, a file
 //! that is no snapshot at all and a vsock snapshot restored without a
 //! socket are each refused with one line and status 1, and no guest runs.
@@ -93,7 +92,10 @@ struct Restored {
 impl Restored {
     fn start(state: &Path, memory: &Path) -> Result<Self> {
         let dir = tempfile::tempdir()?;
-        let guest = RunningGuest::spawn(&mut restore_command(state, memory, dir.path(), true)?)?;
+        let mut cmd = restore_command(state, memory, dir.path(), true)?;
+        // The vsock device logs that the guest took its TRANSPORT_RESET.
+        cmd.env("RUST_LOG", "vessel_vmm=info");
+        let guest = RunningGuest::spawn(&mut cmd)?;
         Ok(Self {
             guest,
             uds: dir.path().join("vsock.sock"),
@@ -152,6 +154,12 @@ fn an_agent_vm_restored_from_a_snapshot_answers_and_shuts_down() -> Result<()> {
             client.check().context("Check")?;
             let version = client.version().context("Version")?;
             ensure!(version.api_version == "vessel.agent.v1", "{version:?}");
+            ensure!(
+                vm.guest
+                    .vmm_log()
+                    .contains("the guest took TRANSPORT_RESET"),
+                "the guest took no TRANSPORT_RESET"
+            );
             Ok(client)
         });
         match answered {

@@ -25,6 +25,8 @@
 
 pub mod create;
 pub mod file;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod fuzz;
 pub mod kvm;
 pub mod memory;
 pub mod state;

@@ -1,10 +1,12 @@
 //! The virtio-vsock device model: queues, config space and packet pumping.
 
 use std::collections::HashMap;
+use std::num::Wrapping;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use event_manager::EventSet;
 use tracing::warn;
@@ -29,6 +31,9 @@ pub const EVENT_QUEUE: usize = 2;
 const NUM_QUEUES: usize = 3;
 /// `VIRTIO_VSOCK_EVENT_TRANSPORT_RESET`.
 pub const EVENT_TRANSPORT_RESET: u32 = 0;
+/// How long host clients wait for a restored guest to take its
+/// TRANSPORT_RESET before they are served anyway.
+pub const RESET_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Errors of creating the device.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +54,16 @@ impl From<VsockError> for std::io::Error {
             VsockError::CreateEvent(e) | VsockError::Listen { source: e, .. } => e,
         }
     }
+}
+
+/// A TRANSPORT_RESET the guest has not taken yet. The guest handles it in
+/// a work item, resetting every connected socket, then posts the event
+/// buffer again: until its available index moves, a host connection would
+/// be reset with the old ones, so the listener is not served.
+pub(super) struct ResetWait {
+    /// The event queue's available index when the reset was sent.
+    avail_idx: Wrapping<u16>,
+    deadline: Instant,
 }
 
 pub(super) struct Active {
@@ -73,6 +88,7 @@ pub struct Vsock {
     /// Fires at the muxer's next deadline.
     pub(super) timer: TimerFd,
     pub(super) timer_armed_for: Option<Instant>,
+    pub(super) reset_wait: Option<ResetWait>,
 }
 
 impl Vsock {
@@ -98,6 +114,7 @@ impl Vsock {
             registered_host: HashMap::new(),
             timer,
             timer_armed_for: None,
+            reset_wait: None,
         })
     }
 
@@ -276,6 +293,38 @@ impl Vsock {
     fn signal_event_loop(&mut self) -> std::io::Result<()> {
         self.activate_evt.write(1)
     }
+
+    /// The event queue's available index, as the guest last wrote it.
+    fn event_avail_idx(&self) -> Option<Wrapping<u16>> {
+        let active = self.active.as_ref()?;
+        active.queues[EVENT_QUEUE]
+            .avail_idx(&active.mem, Ordering::Acquire)
+            .ok()
+    }
+
+    /// Until when host clients wait for the guest to take a reset.
+    pub fn reset_deadline(&self) -> Option<Instant> {
+        self.reset_wait.as_ref().map(|w| w.deadline)
+    }
+
+    /// Serves host clients again once the guest posted an event buffer
+    /// after the reset, or the wait ran out.
+    pub fn check_reset_taken(&mut self, now: Instant) {
+        let Some(wait) = &self.reset_wait else {
+            return;
+        };
+        let moved = !matches!(self.event_avail_idx(), Some(idx) if idx == wait.avail_idx);
+        if !moved && now < wait.deadline {
+            return;
+        }
+        if moved {
+            tracing::info!("virtio-vsock: the guest took TRANSPORT_RESET; serving host clients");
+        } else {
+            warn!(timeout = ?RESET_TIMEOUT, "virtio-vsock: the guest did not take TRANSPORT_RESET; serving host clients");
+        }
+        self.reset_wait = None;
+        self.muxer.accepting = true;
+    }
 }
 
 /// Interrupts the guest if the driver wants to hear about `queue`.
@@ -366,12 +415,22 @@ impl VirtioDevice for Vsock {
 
     /// The guest's connections were to host sockets of the VMM that took
     /// the snapshot: TRANSPORT_RESET makes it drop them (listeners stay).
+    /// Host clients are held until the guest has taken it
+    /// ([`Vsock::check_reset_taken`]).
     fn restored(&mut self) {
-        if self.send_transport_reset() {
-            tracing::info!(
-                guest_cid = self.guest_cid,
-                "virtio-vsock: sent TRANSPORT_RESET after restore"
-            );
+        if !self.send_transport_reset() {
+            return;
+        }
+        tracing::info!(
+            guest_cid = self.guest_cid,
+            "virtio-vsock: sent TRANSPORT_RESET after restore"
+        );
+        if let Some(avail_idx) = self.event_avail_idx() {
+            self.reset_wait = Some(ResetWait {
+                avail_idx,
+                deadline: Instant::now() + RESET_TIMEOUT,
+            });
+            self.muxer.accepting = false;
         }
     }
 }

@@ -87,9 +87,13 @@ impl Vsock {
         }
     }
 
-    /// Arms the timer for the muxer's next deadline.
+    /// Arms the timer for the muxer's next deadline, or the end of the
+    /// wait for a TRANSPORT_RESET.
     fn sync_timer(&mut self) {
-        let deadline = self.muxer.next_deadline();
+        let deadline = match (self.muxer.next_deadline(), self.reset_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         if deadline == self.timer_armed_for {
             return;
         }
@@ -146,6 +150,7 @@ impl MutEventSubscriber for Vsock {
             let writable = set.intersects(EventSet::OUT | EventSet::ERROR);
             self.muxer.handle_host_event(fd, readable, writable);
         }
+        self.check_reset_taken(Instant::now());
         self.process_queues();
         self.sync_host_fds(ops);
         self.sync_timer();

@@ -19,7 +19,11 @@
 //!   ([`packet`]) and handed to the [`muxer::Muxer`], then replies go out.
 //! - **rx queue event**: the guest posted receive buffers; waiting control
 //!   packets and host stream data fill them (within the guest's credit).
-//! - **event queue event**: ignored (buffers stay for TRANSPORT_RESET).
+//! - **event queue event**: buffers stay for TRANSPORT_RESET. After a
+//!   snapshot restore the device sends one ([`VirtioDevice::restored`]) and
+//!   serves no host client until the guest posts an event buffer again,
+//!   its sign that it has reset its old connections (which would otherwise
+//!   take the new ones along), or [`device::RESET_TIMEOUT`] passes.
 //! - **listener readable**: a host client connected; its `CONNECT` line is
 //!   read without blocking.
 //! - **host stream readable / writable**: data for the guest, or room for
@@ -44,6 +48,8 @@ pub mod device;
 pub mod event_handler;
 pub mod muxer;
 pub mod packet;
+#[cfg(test)]
+mod restore_tests;
 #[cfg(test)]
 mod tests;
 mod unix;

@@ -74,6 +74,9 @@ pub struct Muxer {
     rr_next: Key,
     /// Closed streams the event loop must stop watching before they drop.
     graveyard: Vec<UnixStream>,
+    /// Whether host clients are accepted (not while a restored guest has
+    /// yet to take its TRANSPORT_RESET: it would reset them too).
+    pub accepting: bool,
     pub counters: VsockCounters,
 }
 
@@ -98,6 +101,7 @@ impl Muxer {
             next_local_port: FIRST_LOCAL_PORT,
             rr_next: (0, 0),
             graveyard: Vec::new(),
+            accepting: true,
             counters: VsockCounters::default(),
         })
     }
@@ -171,7 +175,8 @@ impl Muxer {
 
     /// The host file descriptors and what to watch them for.
     pub fn interest(&self) -> Vec<(RawFd, EventSet)> {
-        let mut v = vec![(self.listener.as_raw_fd(), EventSet::IN)];
+        let listener = (self.listener.as_raw_fd(), EventSet::IN);
+        let mut v: Vec<_> = self.accepting.then_some(listener).into_iter().collect();
         v.extend(self.pending.keys().map(|&fd| (fd, EventSet::IN)));
         v.extend(
             self.conns
@@ -250,7 +255,9 @@ impl Muxer {
     /// A host file descriptor is ready.
     pub fn handle_host_event(&mut self, fd: RawFd, readable: bool, writable: bool) {
         if fd == self.listener.as_raw_fd() {
-            self.accept();
+            if self.accepting {
+                self.accept();
+            }
         } else if self.pending.contains_key(&fd) {
             self.read_connect_line(fd);
         } else if let Some(&key) = self.by_fd.get(&fd) {

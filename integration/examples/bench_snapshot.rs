@@ -1,0 +1,197 @@
+//! Benchmark: a cold boot against a restore from a snapshot, and the memory
+//! of N restored VMs against N booted ones.
+//!
+//! `cargo run --release -p vessel-integration --example bench_snapshot [-- --vms N]`
+//!
+//! 1. Boots N agent VMs (2 vCPUs, 256 MiB; default 3) one after the other,
+//!    each timed from spawning the VMM to the agent's first Check answer.
+//!    With all N up and idle, it sums their VMMs' PSS
+//!    (`/proc/<pid>/smaps_rollup`).
+//! 2. Pauses the first, snapshots it through the API (timed), and shuts all
+//!    N down.
+//! 3. Restores N VMs from that one snapshot, one after the other, each
+//!    timed from spawning the VMM to the agent's first Check answer (and
+//!    the VMM's own figure for reading, checking and building, from its
+//!    log); with all N up, sums their PSS. Restored VMs share the memory
+//!    file's pages until they write them, so their PSS splits those pages.
+//!
+//! The harness builds the release vessel-vmm it runs (`target/harness/`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use serde_json::json;
+use tempfile::TempDir;
+use vessel_agent_protocol::AgentClient;
+use vessel_integration::agent::BOOT_TIMEOUT;
+use vessel_integration::vmm_api::VmmApi;
+use vessel_integration::{
+    agent_initramfs, connect_while_running, guest_kernel, positive_flag, vessel_vmm, GuestSpec,
+    Runner, RunningGuest,
+};
+
+const MEMORY_MIB: u32 = 256;
+const EXIT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// One running VM: its VMM, agent connection and socket directory.
+struct Vm {
+    guest: RunningGuest,
+    client: AgentClient,
+    dir: TempDir,
+    /// Spawn to the first Check answer.
+    to_answer: Duration,
+}
+
+impl Vm {
+    fn api(&self) -> Result<VmmApi> {
+        VmmApi::connect(&self.dir.path().join("api.sock"))
+    }
+
+    fn pss_kib(&self) -> Result<u64> {
+        let path = format!("/proc/{}/smaps_rollup", self.guest.pid());
+        let text = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("Pss:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .with_context(|| format!("no Pss in {path}"))
+    }
+
+    fn shutdown(self) -> Result<()> {
+        self.client.shutdown().context("Shutdown")?;
+        let out = self.guest.wait(EXIT_TIMEOUT)?;
+        ensure!(out.status.success(), "the VMM exited with {}", out.status);
+        Ok(())
+    }
+}
+
+/// Spawns `cmd`, whose vsock socket is `dir/vsock.sock`, and waits for the
+/// agent's first answer.
+fn start(mut cmd: Command, dir: TempDir) -> Result<Vm> {
+    let uds = dir.path().join("vsock.sock");
+    let spawned = Instant::now();
+    let mut guest = RunningGuest::spawn(&mut cmd)?;
+    let client = connect_while_running(&mut guest, &uds, BOOT_TIMEOUT)?;
+    client.check().context("Check")?;
+    let to_answer = spawned.elapsed();
+    Ok(Vm {
+        guest,
+        client,
+        dir,
+        to_answer,
+    })
+}
+
+fn boot() -> Result<Vm> {
+    let dir = tempfile::tempdir()?;
+    let mut spec = GuestSpec::new(guest_kernel()?, agent_initramfs()?);
+    spec.vcpus = 2;
+    spec.memory_mib = MEMORY_MIB;
+    spec.vsock_uds = Some(dir.path().join("vsock.sock"));
+    spec.api_sock = Some(dir.path().join("api.sock"));
+    let cmd = Runner::VesselVmm.command(&spec, vessel_vmm::profile::HostProfile::detect()?)?;
+    start(cmd, dir)
+}
+
+fn restore(state: &Path, memory: &Path) -> Result<Vm> {
+    let dir = tempfile::tempdir()?;
+    let mut cmd = Command::new(vessel_vmm()?);
+    cmd.arg("--restore-state")
+        .arg(state)
+        .arg("--restore-memory")
+        .arg(memory)
+        .arg("--vsock-uds")
+        .arg(dir.path().join("vsock.sock"))
+        .arg("--api-sock")
+        .arg(dir.path().join("api.sock"))
+        .env("RUST_LOG", "vessel_vmm=info");
+    start(cmd, dir)
+}
+
+/// The VMM's own restore time, from its "snapshot restored" log line.
+fn vmm_restore_millis(vm: &Vm) -> Option<u64> {
+    let log = vm.guest.vmm_log();
+    let line = log.lines().find(|l| l.contains("snapshot restored"))?;
+    let at = line.find("millis=")? + "millis=".len();
+    line[at..].split_whitespace().next()?.parse().ok()
+}
+
+fn median(mut values: Vec<Duration>) -> Duration {
+    values.sort();
+    values[values.len() / 2]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.0} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn main() -> Result<()> {
+    let n = positive_flag("--vms", 3, "bench_snapshot [--vms N]")? as usize;
+    let snapshot_dir = tempfile::tempdir()?;
+    let (state, memory): (PathBuf, PathBuf) = (
+        snapshot_dir.path().join("state"),
+        snapshot_dir.path().join("memory"),
+    );
+
+    println!("booting {n} VMs (2 vCPUs, {MEMORY_MIB} MiB, agent) one after the other");
+    let mut booted = Vec::with_capacity(n);
+    for i in 0..n {
+        let vm = boot()?;
+        println!("  boot {i}: spawn to agent answer {}", ms(vm.to_answer));
+        booted.push(vm);
+    }
+    let booted_pss: u64 = booted.iter().map(Vm::pss_kib).sum::<Result<u64>>()?;
+
+    let mut api = booted[0].api()?;
+    api.call("pause")?;
+    let reply = api.call_json(&json!({"action": "snapshot", "state": state, "memory": memory}))?;
+    println!(
+        "snapshot: {} ms in the VMM; state {} bytes, memory file {} MiB ({} MiB on disk)",
+        reply["millis"],
+        reply["state_bytes"],
+        reply["memory_bytes"].as_u64().unwrap_or(0) >> 20,
+        std::fs::metadata(&memory)
+            .map(|m| std::os::unix::fs::MetadataExt::blocks(&m) * 512 >> 20)
+            .unwrap_or(0)
+    );
+    api.call("resume")?;
+    drop(api);
+    let boot_times: Vec<Duration> = booted.iter().map(|vm| vm.to_answer).collect();
+    for vm in booted {
+        vm.shutdown()?;
+    }
+
+    println!("restoring {n} VMs from the snapshot one after the other");
+    let mut restored = Vec::with_capacity(n);
+    for i in 0..n {
+        let vm = restore(&state, &memory)?;
+        println!(
+            "  restore {i}: spawn to agent answer {} (VMM restore {} ms)",
+            ms(vm.to_answer),
+            vmm_restore_millis(&vm).map_or("?".into(), |m| m.to_string())
+        );
+        restored.push(vm);
+    }
+    let restored_pss: u64 = restored.iter().map(Vm::pss_kib).sum::<Result<u64>>()?;
+    let restore_times: Vec<Duration> = restored.iter().map(|vm| vm.to_answer).collect();
+    for vm in restored {
+        vm.shutdown()?;
+    }
+
+    let (boot_median, restore_median) = (median(boot_times), median(restore_times));
+    println!();
+    println!(
+        "spawn to agent answer, median: boot {}, restore {} (boot/restore {:.0}x)",
+        ms(boot_median),
+        ms(restore_median),
+        boot_median.as_secs_f64() / restore_median.as_secs_f64()
+    );
+    println!(
+        "PSS of {n} VMMs: booted {:.1} MiB, restored {:.1} MiB (restored/booted {:.2})",
+        booted_pss as f64 / 1024.0,
+        restored_pss as f64 / 1024.0,
+        restored_pss as f64 / booted_pss as f64
+    );
+    Ok(())
+}

@@ -34,6 +34,9 @@ use vessel_integration::{
 
 const MEMORY_MIB: u32 = 256;
 const EXIT_TIMEOUT: Duration = Duration::from_secs(120);
+/// A first call may wait on the agent setting the connection up, which
+/// takes seconds on a loaded emulated-CPL0 host.
+const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One running VM: its VMM, agent connection and socket directory.
 struct Vm {
@@ -72,7 +75,8 @@ fn start(mut cmd: Command, dir: TempDir) -> Result<Vm> {
     let uds = dir.path().join("vsock.sock");
     let spawned = Instant::now();
     let mut guest = RunningGuest::spawn(&mut cmd)?;
-    let client = connect_while_running(&mut guest, &uds, BOOT_TIMEOUT)?;
+    let client =
+        connect_while_running(&mut guest, &uds, BOOT_TIMEOUT)?.with_call_timeout(CALL_TIMEOUT);
     client.check().context("Check")?;
     let to_answer = spawned.elapsed();
     Ok(Vm {

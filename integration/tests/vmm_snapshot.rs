@@ -2,14 +2,16 @@
 //! paused, snapshotted over the API socket and shut down; three new
 //! vessel-vmm processes restore it at once from the same two files (the
 //! memory mapped copy-on-write); on each the guest takes the vsock
-//! device's TRANSPORT_RESET, the host reconnects and the agent answers; each restored VM shuts down cleanly with status 0. A corrupt
+//! device's TRANSPORT_RESET, the host reconnects and the agent answers,
+//! and takes the per-VM identity calls (its clock, fresh host entropy, a
+//! hostname of its own); each restored VM shuts down cleanly with status 0. A corrupt
 //! state file, one of another format version, a cut memory file, a file
 //! that is no snapshot at all and a vsock snapshot restored without a
 //! socket are each refused with one line and status 1, and no guest runs.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::json;
@@ -129,6 +131,14 @@ fn expect_refusal(mut cmd: Command, expected: &str) -> Result<()> {
     Ok(())
 }
 
+/// 64 bytes from the host's random source.
+fn host_entropy() -> Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = vec![0u8; 64];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes)
+}
+
 /// A copy of `state` with the byte at `at` changed by `change`.
 fn spoiled_copy(state: &Path, dir: &Path, name: &str, at: usize, change: u8) -> Result<PathBuf> {
     let mut bytes = std::fs::read(state)?;
@@ -160,6 +170,15 @@ fn an_agent_vm_restored_from_a_snapshot_answers_and_shuts_down() -> Result<()> {
                     .contains("the guest took TRANSPORT_RESET"),
                 "the guest took no TRANSPORT_RESET"
             );
+            client
+                .set_guest_time(SystemTime::now())
+                .context("SetGuestTime")?;
+            client
+                .reseed_random(&host_entropy()?)
+                .context("ReseedRandom")?;
+            client
+                .set_hostname(&format!("restored-{index}"))
+                .context("SetHostname")?;
             Ok(client)
         });
         match answered {

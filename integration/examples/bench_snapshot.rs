@@ -8,7 +8,9 @@
 //!    With all N up and idle, it sums their VMMs' PSS
 //!    (`/proc/<pid>/smaps_rollup`).
 //! 2. Pauses the first, snapshots it through the API (timed), and shuts all
-//!    N down.
+//!    N down. The first has been idle while the others booted (or for
+//!    `BENCH_IDLE_SECS` seconds more): an idle guest gets no interrupt but
+//!    the ones the restore raises, which once went missing.
 //! 3. Restores N VMs from that one snapshot, one after the other, each
 //!    timed from spawning the VMM to the agent's first Check answer (and
 //!    the VMM's own figure for reading, checking and building, from its
@@ -77,7 +79,19 @@ fn start(mut cmd: Command, dir: TempDir) -> Result<Vm> {
     let mut guest = RunningGuest::spawn(&mut cmd)?;
     let client =
         connect_while_running(&mut guest, &uds, BOOT_TIMEOUT)?.with_call_timeout(CALL_TIMEOUT);
-    client.check().context("Check")?;
+    if let Err(err) = client.check() {
+        anyhow::bail!(
+            "Check: {err:?}\nVMM log:\n{}\nconsole tail:\n{}",
+            guest.vmm_log(),
+            guest
+                .console()
+                .lines()
+                .rev()
+                .take(20)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
     let to_answer = spawned.elapsed();
     Ok(Vm {
         guest,
@@ -115,10 +129,28 @@ fn restore(state: &Path, memory: &Path) -> Result<Vm> {
 
 /// The VMM's own restore time, from its "snapshot restored" log line.
 fn vmm_restore_millis(vm: &Vm) -> Option<u64> {
-    let log = vm.guest.vmm_log();
+    let log = strip_ansi(&vm.guest.vmm_log());
     let line = log.lines().find(|l| l.contains("snapshot restored"))?;
     let at = line.find("millis=")? + "millis=".len();
     line[at..].split_whitespace().next()?.parse().ok()
+}
+
+/// `text` without its terminal colour sequences (`ESC [ ... m`).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn median(mut values: Vec<Duration>) -> Duration {
@@ -147,6 +179,9 @@ fn main() -> Result<()> {
     }
     let booted_pss: u64 = booted.iter().map(Vm::pss_kib).sum::<Result<u64>>()?;
 
+    if let Ok(idle) = std::env::var("BENCH_IDLE_SECS") {
+        std::thread::sleep(Duration::from_secs(idle.parse()?));
+    }
     let mut api = booted[0].api()?;
     api.call("pause")?;
     let reply = api.call_json(&json!({"action": "snapshot", "state": state, "memory": memory}))?;

@@ -250,6 +250,30 @@ fn get_msrs(fd: &VcpuFd, id: u8, indices: &[u32]) -> Result<Vec<MsrValue>, VcpuS
     Ok(values)
 }
 
+/// KVM can read the TSC deadline back as 0 when the timer fired just
+/// before the pause and its interrupt had not yet reached the LAPIC (other
+/// VMMs met this); that interrupt is in neither the LAPIC state nor the
+/// vCPU events, and a restored idle guest would wait for it forever. A
+/// zero deadline is saved as the current TSC instead, so the restored vCPU
+/// takes a timer interrupt at once; for a guest whose timer was really
+/// off, that is one spurious tick, which Linux ignores.
+fn keep_tsc_deadline(msrs: &mut [MsrValue]) {
+    let Some(tsc) = msrs
+        .iter()
+        .find(|m| m.index == msr::MSR_IA32_TSC)
+        .map(|m| m.data)
+    else {
+        return;
+    };
+    for m in msrs
+        .iter_mut()
+        .filter(|m| m.index == MSR_IA32_TSC_DEADLINE && m.data == 0)
+    {
+        debug!(tsc, "TSC deadline 0 saved as the TSC");
+        m.data = tsc;
+    }
+}
+
 /// Writes `values` in order; every one must take.
 fn set_msrs(fd: &VcpuFd, values: &[MsrValue]) -> Result<(), VcpuStateError> {
     for chunk in values.chunks(MSR_CHUNK) {
@@ -308,7 +332,8 @@ pub fn save(fd: &VcpuFd, id: u8, caps: &VcpuCaps) -> Result<VcpuState, VcpuState
     let cpuid = fd
         .get_cpuid2(KVM_MAX_CPUID_ENTRIES)
         .map_err(|e| VcpuStateError::Get("CPUID", e))?;
-    let msrs = get_msrs(fd, id, &caps.msrs)?;
+    let mut msrs = get_msrs(fd, id, &caps.msrs)?;
+    keep_tsc_deadline(&mut msrs);
     let vcpu_events = fd
         .get_vcpu_events()
         .map_err(|e| VcpuStateError::Get("vCPU events", e))?;

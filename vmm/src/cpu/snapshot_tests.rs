@@ -31,6 +31,29 @@ fn msrs_to_save_keeps_known_ranges_with_the_tsc_first_and_its_deadline_last() {
 }
 
 #[test]
+fn a_zero_tsc_deadline_is_saved_as_the_tsc_and_a_set_one_is_kept() {
+    let value = |index, data| MsrValue { index, data };
+    let mut msrs = vec![
+        value(msr::MSR_IA32_TSC, 1_000_000),
+        value(msr::MSR_LSTAR, 0),
+        value(MSR_IA32_TSC_DEADLINE, 0),
+    ];
+    keep_tsc_deadline(&mut msrs);
+    assert_eq!(msrs[2], value(MSR_IA32_TSC_DEADLINE, 1_000_000));
+    assert_eq!(msrs[1], value(msr::MSR_LSTAR, 0));
+    let mut armed = vec![
+        value(msr::MSR_IA32_TSC, 1_000_000),
+        value(MSR_IA32_TSC_DEADLINE, 2_000_000),
+    ];
+    keep_tsc_deadline(&mut armed);
+    assert_eq!(armed[1].data, 2_000_000);
+    // Without the TSC there is nothing to set it to.
+    let mut alone = vec![value(MSR_IA32_TSC_DEADLINE, 0)];
+    keep_tsc_deadline(&mut alone);
+    assert_eq!(alone[0].data, 0);
+}
+
+#[test]
 fn fpu_state_round_trips_through_kvm_fpu() {
     let mut fpu = kvm_fpu {
         fcw: 0x37f,
@@ -95,7 +118,7 @@ fn boot_vcpu() -> Option<(Kvm, kvm_ioctls::VmFd, Vcpu)> {
 }
 
 /// The state saved from a booting vCPU goes into a vCPU of another VM and
-/// comes out the same (the TSC aside, which runs on).
+/// comes out the same (the TSC and its deadline aside: they run on).
 #[test]
 fn a_vcpu_saved_and_restored_in_another_vm_reads_back_the_same() {
     let Some((kvm, _vm, mut vcpu)) = boot_vcpu() else {
@@ -122,7 +145,7 @@ fn a_vcpu_saved_and_restored_in_another_vm_reads_back_the_same() {
         s.msrs
             .iter()
             .copied()
-            .filter(|m| m.index != msr::MSR_IA32_TSC)
+            .filter(|m| ![msr::MSR_IA32_TSC, MSR_IA32_TSC_DEADLINE].contains(&m.index))
             .collect()
     };
     assert_eq!(without_tsc(&again), without_tsc(&state));

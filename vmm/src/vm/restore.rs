@@ -16,9 +16,10 @@ use crate::snapshot::Loaded;
 
 impl Vm {
     /// Builds the VM of a snapshot that [`crate::snapshot::load`] checked
-    /// and mapped: KVM's irqchip, PIT and clock, every device in its saved
-    /// state (a vsock device tells the guest its connections are gone), and
-    /// the vCPUs. Nothing runs until [`Vm::run`]; any error comes first.
+    /// and mapped: KVM's irqchip, PIT and clock, the vCPUs, and every
+    /// device in its saved state (a vsock device tells the guest its
+    /// connections are gone). Nothing runs until [`Vm::run`]; any error
+    /// comes first.
     pub fn restore(config: &RestoreConfig, loaded: Loaded) -> Result<Self, VmError> {
         let Loaded { state, memory: mem } = loaded;
         if config.vsock_uds.is_some() && state.vsock_cid().is_none() {
@@ -27,6 +28,20 @@ impl Vm {
         let kvm = Kvm::new().map_err(VmError::OpenKvm)?;
         let vm = create_vm(&kvm, &mem)?;
         state.kvm.restore(&vm).map_err(VmError::Snapshot)?;
+
+        // The vCPUs come before the devices: a device restore raises
+        // interrupts (one pending at the snapshot, the vsock reset), and
+        // KVM drops an edge-triggered interrupt whose LAPIC does not exist
+        // yet. An idle guest would then never look at its event queue.
+        let caps = Arc::new(VcpuCaps::detect(&kvm).map_err(VmError::DetectVcpuCaps)?);
+        let mut vcpus = Vec::with_capacity(state.vcpus.len());
+        for saved in &state.vcpus {
+            let vcpu =
+                Vcpu::create(&vm, saved.id, Arc::clone(&caps)).map_err(VmError::CreateVcpu)?;
+            vcpu_snapshot::restore(vcpu.fd(), saved, &caps)
+                .map_err(|e| VmError::RestoreVcpu(saved.id, e))?;
+            vcpus.push(vcpu);
+        }
 
         let mut events = EventLoop::new().map_err(VmError::CreateEventLoop)?;
         let mut virtio = VirtioAttacher {
@@ -69,15 +84,6 @@ impl Vm {
         drop(serial_evt);
         let bus = Arc::new(Bus::with_i8042(serial, state.devices.i8042.clone(), slots));
 
-        let caps = Arc::new(VcpuCaps::detect(&kvm).map_err(VmError::DetectVcpuCaps)?);
-        let mut vcpus = Vec::with_capacity(state.vcpus.len());
-        for saved in &state.vcpus {
-            let vcpu =
-                Vcpu::create(&vm, saved.id, Arc::clone(&caps)).map_err(VmError::CreateVcpu)?;
-            vcpu_snapshot::restore(vcpu.fd(), saved, &caps)
-                .map_err(|e| VmError::RestoreVcpu(saved.id, e))?;
-            vcpus.push(vcpu);
-        }
         info!(
             vcpus = vcpus.len(),
             memory_mib = state.memory_bytes() >> 20,

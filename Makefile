@@ -32,13 +32,15 @@ fuzz: deps
 
 # vessel-vmm against qemu-system-x86_64 -M microvm, side by side, then vsock
 # throughput host <-> guest, then a container's start in the guest against
-# runc on the host and a stdin stream through a container, then file
-# workloads on virtio-fs against the host, then `ctr run --rm` with the
-# vessel runtime against runc and a pod's memory (see README).
+# runc on the host and a stdin stream through a container, then a restore
+# from a snapshot against a boot, then file workloads on virtio-fs against
+# the host, then `ctr run --rm` with the vessel runtime against runc and a
+# pod's memory (see README).
 bench: deps kernel
 	$(CARGO) run --quiet --release -p vessel-integration --example bench_vmm
 	$(CARGO) run --quiet --release -p vessel-integration --example bench_vsock
 	$(CARGO) run --quiet --release -p vessel-integration --example bench_container
+	$(CARGO) run --quiet --release -p vessel-integration --example bench_snapshot
 	$(CARGO) run --quiet --release -p vessel-integration --example bench_fs
 	$(CARGO) run --quiet --release -p vessel-integration --example bench_shim
 

@@ -191,7 +191,7 @@ fn main() -> Result<()> {
         reply["state_bytes"],
         reply["memory_bytes"].as_u64().unwrap_or(0) >> 20,
         std::fs::metadata(&memory)
-            .map(|m| std::os::unix::fs::MetadataExt::blocks(&m) * 512 >> 20)
+            .map(|m| (std::os::unix::fs::MetadataExt::blocks(&m) * 512) >> 20)
             .unwrap_or(0)
     );
     api.call("resume")?;

@@ -11,7 +11,7 @@ fn msrs_to_save_keeps_known_ranges_with_the_tsc_first_and_its_deadline_last() {
         0x480, // a VMX capability: left out
         0x4b56_4d01,
         msr::MSR_IA32_TSC,
-        0x40_0000_00, // Hyper-V: left out
+        0x4000_0000, // Hyper-V: left out
         0x802,        // x2APIC: left out
         0x277,
         0x277,

@@ -12,7 +12,7 @@ fn msrs_to_save_keeps_known_ranges_with_the_tsc_first_and_its_deadline_last() {
         0x4b56_4d01,
         msr::MSR_IA32_TSC,
         0x4000_0000, // Hyper-V: left out
-        0x802,        // x2APIC: left out
+        0x802,       // x2APIC: left out
         0x277,
         0x277,
     ];

@@ -73,6 +73,8 @@ fn check(ret: libc::c_int) -> io::Result<()> {
 
 /// `RNDADDENTROPY`: `_IOW('R', 0x03, int[2])`.
 const RNDADDENTROPY: libc::c_ulong = 0x4008_5203;
+/// `RNDRESEEDCRNG`: `_IO('R', 0x07)`.
+const RNDRESEEDCRNG: libc::c_ulong = 0x5207;
 
 /// Packs `data` as a `struct rand_pool_info { int entropy_count; int
 /// buf_size; __u32 buf[]; }` crediting 8 bits per byte.
@@ -196,7 +198,11 @@ impl Sys for LinuxSys {
         file.write_all(data)?;
         // SAFETY: `info` is a complete rand_pool_info that lives across the
         // call; the kernel only reads it.
-        check(unsafe { libc::ioctl(file.as_raw_fd(), RNDADDENTROPY as _, info.as_ptr()) })
+        check(unsafe { libc::ioctl(file.as_raw_fd(), RNDADDENTROPY as _, info.as_ptr()) })?;
+        // The CRNG reseeds from the pool by itself only every minute; VMs
+        // restored from one snapshot would give the same bytes until then.
+        // SAFETY: RNDRESEEDCRNG takes no argument.
+        check(unsafe { libc::ioctl(file.as_raw_fd(), RNDRESEEDCRNG as _) })
     }
 
     fn kernel_release(&self) -> io::Result<String> {

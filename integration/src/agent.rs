@@ -11,11 +11,11 @@ use serde_json::{json, Value};
 use tempfile::TempDir;
 use vessel_agent_protocol::agent::{CreateContainerRequest, StatsContainerResponse};
 use vessel_agent_protocol::{AgentClient, ClientError, AGENT_VSOCK_PORT};
-use vessel_vmm::profile::HostProfile;
 
 use crate::build::guest_kernel;
 use crate::guest::{GuestSpec, Runner, RunningGuest};
 use crate::rootfs::{agent_initramfs_with_rootfs, oci_spec, GUEST_BUSYBOX_ROOTFS};
+use crate::template;
 
 /// Where the agent mounts a virtio-fs share (the agent's `SHARED_DIR`).
 pub const SHARED_DIR: &str = "/run/vessel/shared";
@@ -84,13 +84,42 @@ impl AgentVm {
         AgentVm::boot_with(call_timeout, Some(share))
     }
 
+    /// Restores the VM from the agent VM template (made on first use)
+    /// and gives it a clock and entropy of its own. The debugging
+    /// variables that change the guest's command line or vCPUs
+    /// (`VESSEL_GUEST_LOG`, `VESSEL_GUEST_CMDLINE`, `VESSEL_GUEST_VCPUS`) or
+    /// `VESSEL_NO_TEMPLATE=1` make it boot instead.
+    pub fn restore(call_timeout: Duration) -> Result<AgentVm> {
+        let debugging = [
+            "VESSEL_GUEST_LOG",
+            "VESSEL_GUEST_CMDLINE",
+            "VESSEL_GUEST_VCPUS",
+        ]
+        .iter()
+        .any(|var| std::env::var_os(var).is_some());
+        if debugging || std::env::var_os("VESSEL_NO_TEMPLATE").is_some() {
+            return AgentVm::boot(call_timeout);
+        }
+        let template = template::agent_template()?;
+        let dir = tempfile::tempdir()?;
+        let uds = dir.path().join("vsock.sock");
+        let mut guest = template::restore(&template, &uds, &dir.path().join("api.sock"))?;
+        let client =
+            connect_while_running(&mut guest, &uds, BOOT_TIMEOUT)?.with_call_timeout(call_timeout);
+        template::give_identity(&client)?;
+        Ok(AgentVm {
+            guest,
+            client,
+            uds,
+            _dir: dir,
+        })
+    }
+
     fn boot_with(call_timeout: Duration, share: Option<&Path>) -> Result<AgentVm> {
         let dir = tempfile::tempdir()?;
         let uds = dir.path().join("vsock.sock");
         let mut spec = GuestSpec::new(guest_kernel()?, agent_initramfs_with_rootfs()?);
-        // Two vCPUs, or one where the host loses writes with more
-        // (HostProfile::reliable_vcpus).
-        spec.vcpus = HostProfile::detect()?.workload_vcpus(2);
+        spec.vcpus = template::agent_vm_vcpus()?;
         // VESSEL_GUEST_VCPUS=N: that many anyway, to study the host.
         if let Some(n) = std::env::var("VESSEL_GUEST_VCPUS")
             .ok()
@@ -98,7 +127,7 @@ impl AgentVm {
         {
             spec.vcpus = n;
         }
-        spec.memory_mib = 512;
+        spec.memory_mib = template::AGENT_VM_MEMORY_MIB;
         spec.vsock_uds = Some(uds.clone());
         spec.api_sock = Some(dir.path().join("api.sock"));
         // VESSEL_GUEST_LOG=debug: the agent's log level, for debugging.

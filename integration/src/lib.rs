@@ -14,6 +14,7 @@ pub mod image;
 pub mod pty;
 pub mod report;
 pub mod rootfs;
+pub mod template;
 pub mod vmm_api;
 
 pub use agent::{connect_while_running, AgentVm, Container};

@@ -27,7 +27,7 @@ const GUEST_HOSTNAME: &str = "vessel-guest";
 
 #[test]
 fn container_lifecycle() -> Result<()> {
-    let vm = AgentVm::boot(CALL_TIMEOUT)?;
+    let vm = AgentVm::restore(CALL_TIMEOUT)?;
     let client = vm.client();
     client.set_hostname(GUEST_HOSTNAME).context("SetHostname")?;
 

@@ -32,7 +32,7 @@ const MEMORY_LIMIT: u64 = 6 * MIB;
 
 #[test]
 fn container_limits() -> Result<()> {
-    let vm = AgentVm::boot(CALL_TIMEOUT)?;
+    let vm = AgentVm::restore(CALL_TIMEOUT)?;
     let client = vm.client();
     let mut cases = Cases::new().retry_host_crashes(|| vm.crashes());
     cases.run("memory limit and OOM event", || oom(&vm));

@@ -28,7 +28,7 @@ const FLOOD_BYTES: usize = 200_000;
 
 #[test]
 fn container_stdio() -> Result<()> {
-    let vm = AgentVm::boot(CALL_TIMEOUT)?;
+    let vm = AgentVm::restore(CALL_TIMEOUT)?;
     let client = vm.client();
     let mut cases = Cases::new().retry_host_crashes(|| vm.crashes());
     cases.run("terminal and window size", || tty(client));

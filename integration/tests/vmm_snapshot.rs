@@ -17,6 +17,7 @@ use anyhow::{bail, ensure, Context, Result};
 use serde_json::json;
 use vessel_agent_protocol::AgentClient;
 use vessel_integration::agent::BOOT_TIMEOUT;
+use vessel_integration::template::host_entropy;
 use vessel_integration::vmm_api::VmmApi;
 use vessel_integration::{
     agent_initramfs, connect_while_running, guest_kernel, vessel_vmm, GuestSpec, Runner,
@@ -129,14 +130,6 @@ fn expect_refusal(mut cmd: Command, expected: &str) -> Result<()> {
     );
     ensure!(out.console.is_empty(), "a guest ran: {}", out.console);
     Ok(())
-}
-
-/// 64 bytes from the host's random source.
-fn host_entropy() -> Result<Vec<u8>> {
-    use std::io::Read;
-    let mut bytes = vec![0u8; 64];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-    Ok(bytes)
 }
 
 /// A copy of `state` with the byte at `at` changed by `change`.

@@ -1,0 +1,113 @@
+//! The agent VM template the tests restore instead of booting: the agent
+//! VM of [`crate::AgentVm`] (the busybox rootfs in its initramfs, 512 MiB,
+//! the host's workload vCPUs), booted once to a listening agent, paused and
+//! snapshotted into `vessel_vmm::template`'s cache under
+//! `~/.cache/vessel/templates`. One is made per kernel, initramfs, VMM
+//! build and size; every later test process checks and reuses it.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{anyhow, ensure, Context, Result};
+use serde_json::json;
+use vessel_agent_protocol::AgentClient;
+use vessel_vmm::profile::HostProfile;
+use vessel_vmm::template::{Template, TemplateCache, TemplateSpec};
+
+use crate::agent::{connect_while_running, BOOT_TIMEOUT};
+use crate::build::{cache_dir, guest_kernel, vessel_vmm};
+use crate::guest::{GuestSpec, Runner, RunningGuest};
+use crate::rootfs::agent_initramfs_with_rootfs;
+use crate::vmm_api::VmmApi;
+
+/// Guest memory of the agent VMs.
+pub const AGENT_VM_MEMORY_MIB: u32 = 512;
+
+/// Two vCPUs, or one where the host loses writes with more
+/// (`HostProfile::reliable_vcpus`).
+pub fn agent_vm_vcpus() -> Result<u8> {
+    Ok(HostProfile::detect()?.workload_vcpus(2))
+}
+
+/// The template, checked or made once per process.
+pub fn agent_template() -> Result<Template> {
+    static TEMPLATE: OnceLock<Result<Template, String>> = OnceLock::new();
+    TEMPLATE
+        .get_or_init(|| make_or_reuse().map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(|e| anyhow!("the agent VM template: {e}"))
+}
+
+fn make_or_reuse() -> Result<Template> {
+    let spec = TemplateSpec {
+        kernel: guest_kernel()?,
+        initrd: agent_initramfs_with_rootfs()?,
+        vcpus: agent_vm_vcpus()?,
+        memory_mib: AGENT_VM_MEMORY_MIB,
+        vmm: vessel_vmm()?,
+    };
+    let cache = TemplateCache::new(cache_dir().join("templates"));
+    Ok(cache.get_or_create(&spec, |dir: &Path| make(&spec, dir))?)
+}
+
+/// Boots the agent VM, and once the agent answers, pauses it and writes
+/// its snapshot into `dir`; then stops it.
+fn make(spec: &TemplateSpec, dir: &Path) -> Result<()> {
+    let sockets = tempfile::tempdir()?;
+    let uds = sockets.path().join("vsock.sock");
+    let api_sock = sockets.path().join("api.sock");
+    let mut guest_spec = GuestSpec::new(spec.kernel.clone(), spec.initrd.clone());
+    guest_spec.vcpus = spec.vcpus;
+    guest_spec.memory_mib = spec.memory_mib;
+    guest_spec.vsock_uds = Some(uds.clone());
+    guest_spec.api_sock = Some(api_sock.clone());
+    let mut guest = Runner::VesselVmm.spawn(&guest_spec)?;
+    let client = connect_while_running(&mut guest, &uds, BOOT_TIMEOUT)?;
+    client.check().context("Check before the snapshot")?;
+    drop(client);
+    let mut api = VmmApi::connect(&api_sock)?;
+    api.call("pause")?;
+    let (state, memory) = (dir.join("state"), dir.join("memory"));
+    let reply = api.call_json(&json!({"action": "snapshot", "state": state, "memory": memory}))?;
+    ensure!(reply["state"] == "paused", "snapshot: {reply}");
+    api.call("shutdown")?;
+    let out = guest.wait(Duration::from_secs(60))?;
+    ensure!(out.status.success(), "the template VMM: {}", out.stderr);
+    Ok(())
+}
+
+/// Starts a VMM restoring `template`, with its sockets at `uds` and
+/// `api_sock`.
+pub fn restore(template: &Template, uds: &Path, api_sock: &Path) -> Result<RunningGuest> {
+    let mut cmd = Command::new(vessel_vmm()?);
+    cmd.arg("--restore-state")
+        .arg(&template.state)
+        .arg("--restore-memory")
+        .arg(&template.memory)
+        .arg("--api-sock")
+        .arg(api_sock)
+        .arg("--vsock-uds")
+        .arg(uds);
+    RunningGuest::spawn(&mut cmd)
+}
+
+/// What makes a restored VM its own: the host's clock and fresh entropy.
+pub fn give_identity(client: &AgentClient) -> Result<()> {
+    client
+        .set_guest_time(SystemTime::now())
+        .context("SetGuestTime")?;
+    client
+        .reseed_random(&host_entropy()?)
+        .context("ReseedRandom")?;
+    Ok(())
+}
+
+/// 64 bytes from the host's random source.
+pub fn host_entropy() -> Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = vec![0u8; 64];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes)
+}

@@ -11,13 +11,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::json;
 use vessel_agent_protocol::AgentClient;
 use vessel_integration::agent::BOOT_TIMEOUT;
-use vessel_integration::template::host_entropy;
+use vessel_integration::template::give_identity;
 use vessel_integration::vmm_api::VmmApi;
 use vessel_integration::{
     agent_initramfs, connect_while_running, guest_kernel, vessel_vmm, GuestSpec, Runner,
@@ -163,12 +163,7 @@ fn an_agent_vm_restored_from_a_snapshot_answers_and_shuts_down() -> Result<()> {
                     .contains("the guest took TRANSPORT_RESET"),
                 "the guest took no TRANSPORT_RESET"
             );
-            client
-                .set_guest_time(SystemTime::now())
-                .context("SetGuestTime")?;
-            client
-                .reseed_random(&host_entropy()?)
-                .context("ReseedRandom")?;
+            give_identity(&client)?;
             client
                 .set_hostname(&format!("restored-{index}"))
                 .context("SetHostname")?;

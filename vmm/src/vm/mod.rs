@@ -148,7 +148,18 @@ struct VirtioAttacher<'a> {
     cmdline: String,
 }
 
-impl VirtioAttacher<'_> {
+impl<'a> VirtioAttacher<'a> {
+    fn new(vm: &'a VmFd, mem: &'a GuestMemoryMmap, events: &'a mut EventLoop) -> Self {
+        Self {
+            vm,
+            mem,
+            events,
+            own_loops: Vec::new(),
+            slots: Vec::new(),
+            cmdline: String::new(),
+        }
+    }
+
     /// Attaches a device served by the shared device event loop.
     fn attach<D>(&mut self, device: D) -> Result<(), VmError>
     where
@@ -294,14 +305,7 @@ impl Vm {
         let vm = create_vm(&kvm, &mem)?;
 
         let mut events = EventLoop::new().map_err(VmError::CreateEventLoop)?;
-        let mut virtio = VirtioAttacher {
-            vm: &vm,
-            mem: &mem,
-            events: &mut events,
-            own_loops: Vec::new(),
-            slots: Vec::new(),
-            cmdline: String::new(),
-        };
+        let mut virtio = VirtioAttacher::new(&vm, &mem, &mut events);
         virtio.attach(Rng::new().map_err(|e| VmError::CreateDevice("virtio-rng", e.into()))?)?;
         if let Some(uds) = &config.vsock_uds {
             let vsock = Vsock::new(u64::from(config.guest_cid), uds)

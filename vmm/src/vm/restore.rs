@@ -44,14 +44,7 @@ impl Vm {
         }
 
         let mut events = EventLoop::new().map_err(VmError::CreateEventLoop)?;
-        let mut virtio = VirtioAttacher {
-            vm: &vm,
-            mem: &mem,
-            events: &mut events,
-            own_loops: Vec::new(),
-            slots: Vec::new(),
-            cmdline: String::new(),
-        };
+        let mut virtio = VirtioAttacher::new(&vm, &mem, &mut events);
         for (index, saved) in state.devices.virtio.iter().enumerate() {
             match saved.device.kind {
                 DeviceKind::Rng => virtio.attach(

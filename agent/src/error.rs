@@ -17,6 +17,14 @@ pub enum AgentError {
         /// The RPC, e.g. `CreateContainer`.
         call: &'static str,
     },
+    /// MountShare named another tag than the share already mounted.
+    #[error("the virtio-fs share {mounted:?} is mounted; {asked:?} cannot be")]
+    ShareMounted {
+        /// The tag mounted.
+        mounted: String,
+        /// The tag asked for.
+        asked: String,
+    },
     /// A container call failed.
     #[error(transparent)]
     Container(#[from] ContainerError),
@@ -42,6 +50,7 @@ impl AgentError {
         match self {
             AgentError::InvalidArgument(_) => ttrpc::Code::INVALID_ARGUMENT,
             AgentError::HostMode { .. } => ttrpc::Code::UNIMPLEMENTED,
+            AgentError::ShareMounted { .. } => ttrpc::Code::FAILED_PRECONDITION,
             AgentError::Sys { source, .. } => io_code(source),
             AgentError::Container(e) => container_code(e),
         }

@@ -1,10 +1,12 @@
-//! Guest-wide operations of the API: clock, hostname, entropy, shutdown.
+//! Guest-wide operations of the API: clock, hostname, entropy, the
+//! virtio-fs share, shutdown.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use crate::error::AgentError;
+use crate::share;
 use crate::sys::Sys;
 
 /// The longest hostname Linux takes (`HOST_NAME_MAX`).
@@ -20,6 +22,9 @@ pub const SHUTDOWN_DELAY: Duration = Duration::from_millis(50);
 pub struct Guest {
     sys: Arc<dyn Sys>,
     shutdown_delay: Duration,
+    /// The tag of the mounted share; the lock also makes two MountShare
+    /// calls mount once.
+    share: Arc<Mutex<Option<String>>>,
 }
 
 impl Guest {
@@ -28,6 +33,7 @@ impl Guest {
         Guest {
             sys,
             shutdown_delay: SHUTDOWN_DELAY,
+            share: Arc::default(),
         }
     }
 
@@ -73,6 +79,36 @@ impl Guest {
         self.sys
             .add_entropy(data)
             .map_err(AgentError::sys("adding entropy"))
+    }
+
+    /// Mounts the virtio-fs share tagged `tag` at [`share::SHARED_DIR`]
+    /// (at boot for `vessel.share=`, or on MountShare). The tag already
+    /// mounted is a success; another one is refused.
+    pub fn mount_share(&self, tag: &str) -> Result<(), AgentError> {
+        if !share::valid_tag(tag) {
+            return Err(AgentError::InvalidArgument(format!(
+                "virtio-fs tag {tag:?} must be 1 to {} bytes without NUL",
+                share::MAX_TAG_LEN
+            )));
+        }
+        let mut mounted = self.share.lock().unwrap_or_else(|p| p.into_inner());
+        match mounted.as_deref() {
+            Some(t) if t == tag => return Ok(()),
+            Some(t) => {
+                return Err(AgentError::ShareMounted {
+                    mounted: t.to_owned(),
+                    asked: tag.to_owned(),
+                })
+            }
+            None => {}
+        }
+        share::mount(self.sys.as_ref(), tag).map_err(|e| AgentError::Sys {
+            what: "mounting the virtio-fs share",
+            source: e.source,
+        })?;
+        tracing::info!(tag, dir = share::SHARED_DIR, "virtio-fs share mounted");
+        *mounted = Some(tag.to_owned());
+        Ok(())
     }
 
     /// The kernel release, or "unknown".
@@ -125,11 +161,32 @@ mod tests {
     }
 
     #[test]
+    fn the_share_mounts_once_and_keeps_its_tag() {
+        let (sys, guest) = guest();
+        guest.mount_share("pod").unwrap();
+        guest.mount_share("pod").unwrap();
+        let mounts = sys
+            .calls()
+            .iter()
+            .filter(|c| matches!(c, Call::Mount(_)))
+            .count();
+        assert_eq!(mounts, 1, "the second MountShare of one tag mounts nothing");
+        let err = guest.mount_share("other").unwrap_err();
+        assert_eq!(err.code(), ttrpc::Code::FAILED_PRECONDITION);
+        assert_eq!(
+            err.to_string(),
+            "the virtio-fs share \"pod\" is mounted; \"other\" cannot be"
+        );
+    }
+
+    #[test]
     fn rejects_bad_arguments_without_syscalls() {
         let (sys, guest) = guest();
         assert!(guest.set_time(-1, 0).is_err());
         assert!(guest.set_time(0, 1_000_000_000).is_err());
         assert!(guest.set_hostname("").is_err());
+        assert!(guest.mount_share("").is_err());
+        assert!(guest.mount_share(&"t".repeat(37)).is_err());
         assert!(guest.set_hostname(&"h".repeat(65)).is_err());
         let err = guest.reseed(&[]).unwrap_err();
         assert_eq!(err.code(), ttrpc::Code::INVALID_ARGUMENT);

@@ -144,15 +144,15 @@ fn run_guest() -> Box<dyn Error> {
         kernel = %sys.kernel_release().unwrap_or_default(),
         "vessel-agent starting"
     );
-    // Without its share the host's containers have no rootfs: fatal.
+    let guest = Guest::new(sys.clone());
+    // Without its share the host's containers have no rootfs: fatal. (A
+    // guest booted for a template has none yet: the host's MountShare
+    // mounts it after the restore.)
     if let Some(tag) = share::tag_from_cmdline(&cmdline) {
-        if let Err(e) = share::mount(sys.as_ref(), tag) {
+        if let Err(e) = guest.mount_share(tag) {
             return format!("the virtio-fs share {tag:?}: {}", chain(&e)).into();
         }
-        tracing::info!(tag, dir = share::SHARED_DIR, "virtio-fs share mounted");
     }
-
-    let guest = Guest::new(sys.clone());
     let reaper = Arc::new(reaper::Reaper::default());
     let engine = Arc::new(container_engine(reaper.clone(), sys.as_ref()));
     let addr = format!("vsock://-1:{AGENT_VSOCK_PORT}");

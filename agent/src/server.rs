@@ -121,6 +121,16 @@ impl AgentService for Service {
         Ok(agent::SetHostnameResponse::new())
     }
 
+    fn mount_share(
+        &self,
+        _ctx: &TtrpcContext,
+        req: agent::MountShareRequest,
+    ) -> ttrpc::Result<agent::MountShareResponse> {
+        self.engine("MountShare")?;
+        self.guest.mount_share(&req.tag)?;
+        Ok(agent::MountShareResponse::new())
+    }
+
     fn reseed_random(
         &self,
         _ctx: &TtrpcContext,

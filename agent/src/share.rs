@@ -14,6 +14,14 @@ use crate::sys::{Mount, Sys};
 pub const SHARED_DIR: &str = "/run/vessel/shared";
 /// Its parent, created first (`/run` is a fresh tmpfs).
 const PARENT: &str = "/run/vessel";
+/// The longest virtio-fs tag (the device's config space holds 36 bytes).
+pub const MAX_TAG_LEN: usize = 36;
+
+/// Whether a virtio-fs device could carry `tag`.
+pub fn valid_tag(tag: &str) -> bool {
+    !tag.is_empty() && tag.len() <= MAX_TAG_LEN && !tag.contains('\0')
+}
+
 /// The command-line key naming the share's tag.
 pub const CMDLINE_KEY: &str = "vessel.share=";
 

@@ -13,7 +13,7 @@ use anyhow::{bail, ensure, Context, Result};
 use tempfile::TempDir;
 use vessel_vmm::profile::HostProfile;
 
-use crate::build::{agent_initramfs, guest_kernel, host_binary, vessel_vmm};
+use crate::build::{agent_initramfs, cache_dir, guest_kernel, host_binary, vessel_vmm};
 use crate::image::{demo_image_archive, DEMO_IMAGE};
 
 /// The containerd namespace the harness uses.
@@ -46,12 +46,14 @@ impl Containerd {
             &vessel_config,
             format!(
                 "vmm = \"{}\"\nkernel = \"{}\"\ninitrd = \"{}\"\nvcpus = {}\nmemory_mib = 512\n\
-                 state_dir = \"{}\"\nenable_annotations = [\"memory_mib\"]\n",
+                 state_dir = \"{}\"\nenable_annotations = [\"memory_mib\"]\n\
+                 template_dir = \"{}\"\n",
                 vmm.display(),
                 kernel.display(),
                 initrd.display(),
                 HostProfile::detect()?.workload_vcpus(2),
                 root.join("vessel").display(),
+                cache_dir().join("templates").display(),
             ),
         )?;
         let config = root.join("containerd.toml");

@@ -1,7 +1,7 @@
 //! The agent VM template the tests restore instead of booting: the agent
 //! VM of [`crate::AgentVm`] (the busybox rootfs in its initramfs, 512 MiB,
 //! the host's workload vCPUs), booted once to a listening agent, paused and
-//! snapshotted into `vessel_vmm::template`'s cache under
+//! snapshotted into `vessel_template`'s cache under
 //! `~/.cache/vessel/templates`. One is made per kernel, initramfs, VMM
 //! build and size; every later test process checks and reuses it.
 
@@ -14,7 +14,7 @@ use anyhow::{anyhow, ensure, Context, Result};
 use serde_json::json;
 use vessel_agent_protocol::AgentClient;
 use vessel_vmm::profile::HostProfile;
-use vessel_vmm::template::{Template, TemplateCache, TemplateSpec};
+use vessel_template::{Template, TemplateCache, TemplateSpec};
 
 use crate::agent::{connect_while_running, BOOT_TIMEOUT};
 use crate::build::{cache_dir, guest_kernel, vessel_vmm};
@@ -47,8 +47,10 @@ fn make_or_reuse() -> Result<Template> {
         vcpus: agent_vm_vcpus()?,
         memory_mib: AGENT_VM_MEMORY_MIB,
         vmm: vessel_vmm()?,
+        recipe: "the harness's agent VM: its default command line, vsock".into(),
     };
-    let cache = TemplateCache::new(cache_dir().join("templates"));
+    // A test run can afford to hash the files: check every byte.
+    let cache = TemplateCache::new(cache_dir().join("templates")).verify_digests();
     Ok(cache.get_or_create(&spec, |dir: &Path| make(&spec, dir))?)
 }
 

@@ -1,4 +1,4 @@
-//! VMs restored from the agent VM template (`vessel_vmm::template`, made on
+//! VMs restored from the agent VM template (`vessel_template`, made on
 //! first use): three are restored at once; each answers health, takes a
 //! hostname of its own, and after ReseedRandom gives random bytes no other
 //! gives (without the reseed, clones of one snapshot share the guest's

@@ -9,6 +9,8 @@
 //! log_level = "info"
 //! debug_console = false
 //! enable_annotations = ["vcpus", "memory_mib"]
+//! templates = true
+//! template_dir = "/var/cache/vessel/templates"
 //! ```
 
 use std::collections::HashMap;
@@ -65,6 +67,11 @@ pub struct VesselConfig {
     pub state_dir: PathBuf,
     /// Config keys that pod annotations `io.vessel.config.<key>` may set.
     pub enable_annotations: Vec<String>,
+    /// Restore pod VMs from a template (booted once per kernel, initramfs,
+    /// VMM, size and command line) instead of booting each.
+    pub templates: bool,
+    /// Where templates are kept.
+    pub template_dir: PathBuf,
 }
 
 impl Default for VesselConfig {
@@ -80,6 +87,8 @@ impl Default for VesselConfig {
             boot_timeout_secs: 300,
             state_dir: PathBuf::from("/run/vessel"),
             enable_annotations: Vec::new(),
+            templates: true,
+            template_dir: PathBuf::from("/var/cache/vessel/templates"),
         }
     }
 }

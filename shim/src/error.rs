@@ -98,6 +98,14 @@ pub enum ShimError {
     Unsupported(&'static str),
     #[error("a blocking task failed")]
     Join(#[source] tokio::task::JoinError),
+    #[error("the VM template")]
+    Template(#[source] vessel_template::TemplateError),
+    #[error("{0}")]
+    MakeTemplate(String),
+    #[error("VMM API call {request} failed: {reason}")]
+    VmmApi { request: String, reason: String },
+    #[error("reading host entropy for the guest")]
+    ReadEntropy(#[source] std::io::Error),
 }
 
 impl ShimError {

@@ -14,6 +14,7 @@ mod shim;
 mod spec;
 mod stdio;
 mod tasks;
+mod template;
 mod watch;
 
 use containerd_shim::{asynchronous::run, Config};

@@ -14,9 +14,8 @@ use vessel_agent_protocol::{AgentClient, AGENT_VSOCK_PORT};
 use crate::config::VesselConfig;
 use crate::error::ShimError;
 use crate::mounts::SharedDir;
+use crate::template::{self, SHARE_TAG};
 
-/// The virtio-fs tag of the share (the agent mounts `vessel.share=TAG`).
-const SHARE_TAG: &str = "vessel";
 /// Agent calls that return at once; long polls use their own connections.
 const CALL_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a guest may take to leave after the agent's Shutdown.
@@ -42,8 +41,9 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
-    /// Creates the state directory and share, starts the VMM and waits for
-    /// the agent's first answer. Blocking.
+    /// Creates the state directory and share, starts the VMM (restoring
+    /// the config's template, or booting when templates are off or none
+    /// can be made) and waits for the agent's first answer. Blocking.
     /// `on_exit` runs once the VMM has exited.
     pub fn boot(
         id: &str,
@@ -63,28 +63,43 @@ impl Sandbox {
             path: dir.join("vmm.log"),
             source,
         })?;
-        let mut cmdline = format!("vessel.share={SHARE_TAG} vessel.log={}", config.log_level);
-        if config.debug_console {
-            cmdline.push_str(" loglevel=7");
-        }
+        let api = dir.join("api.sock");
+        let template = config.templates.then(|| template::get_or_make(config));
+        let template = match template {
+            Some(Ok(template)) => Some(template),
+            Some(Err(error)) => {
+                tracing::warn!(error = %error.chain(), "no VM template; booting the pod's VM");
+                None
+            }
+            None => None,
+        };
         let vmm = config.vmm_binary();
-        let mut child = Command::new(&vmm)
-            .arg("--kernel")
-            .arg(&config.kernel)
-            .arg("--initrd")
-            .arg(&config.initrd)
-            .args(["--vcpus", &config.vcpus.to_string()])
-            .args(["--memory-mib", &config.memory_mib.to_string()])
-            .args(["--cmdline", &cmdline])
-            .arg("--serial")
-            .arg(&console)
-            .arg("--vsock-uds")
-            .arg(&vsock)
-            .arg("--api-sock")
-            .arg(dir.join("api.sock"))
-            .arg("--fs-dir")
-            .arg(share.path())
-            .args(["--fs-tag", SHARE_TAG])
+        let mut command = Command::new(&vmm);
+        match &template {
+            Some(t) => command.args(template::restore_args(t, &console, &vsock, &api, share.path())),
+            None => command
+                .arg("--kernel")
+                .arg(&config.kernel)
+                .arg("--initrd")
+                .arg(&config.initrd)
+                .args(["--vcpus", &config.vcpus.to_string()])
+                .args(["--memory-mib", &config.memory_mib.to_string()])
+                .arg("--cmdline")
+                .arg(format!(
+                    "vessel.share={SHARE_TAG} {}",
+                    template::base_cmdline(config)
+                ))
+                .arg("--serial")
+                .arg(&console)
+                .arg("--vsock-uds")
+                .arg(&vsock)
+                .arg("--api-sock")
+                .arg(&api)
+                .arg("--fs-dir")
+                .arg(share.path())
+                .args(["--fs-tag", SHARE_TAG]),
+        };
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(vmm_log)
@@ -115,22 +130,27 @@ impl Sandbox {
             pid = vmm_pid,
             vcpus = config.vcpus,
             memory_mib = config.memory_mib,
+            template = template.as_ref().map(|t| t.key.as_str()),
             "VMM started"
         );
 
         let booting = Instant::now();
         let timeout = Duration::from_secs(config.boot_timeout_secs);
-        let agent = connect(&vsock, timeout, &exited).map_err(|source| {
+        let agent = connect_booting(&vsock, timeout, || *exited.borrow()).map_err(|source| {
             kill(vmm_pid);
             ShimError::ConnectAgent {
                 console: console.clone(),
                 source,
             }
         })?;
+        if template.is_some() {
+            template::personalise(&agent).inspect_err(|_| kill(vmm_pid))?;
+        }
         // bench_shim reads this line: where a pod's start time goes.
         tracing::info!(
             sandbox = id,
             boot_ms = booting.elapsed().as_millis() as u64,
+            restored = template.is_some(),
             "the agent answered"
         );
         Ok(Sandbox {
@@ -217,11 +237,12 @@ impl Sandbox {
     }
 }
 
-/// Connects to a booting agent, giving up early if the VMM dies.
-fn connect(
+/// Connects to a booting (or restored) agent, giving up early once
+/// `exited` says the VMM is gone.
+pub(crate) fn connect_booting(
     vsock: &Path,
     timeout: Duration,
-    exited: &watch::Receiver<bool>,
+    mut exited: impl FnMut() -> bool,
 ) -> Result<AgentClient, vessel_agent_protocol::ClientError> {
     let deadline = Instant::now() + timeout;
     loop {
@@ -233,7 +254,7 @@ fn connect(
                 agent.check()?;
                 return Ok(agent);
             }
-            Err(e) if Instant::now() >= deadline || *exited.borrow() => return Err(e),
+            Err(e) if Instant::now() >= deadline || exited() => return Err(e),
             Err(_) => {}
         }
     }

@@ -5,7 +5,6 @@
 //! boot structures, [`cpu`] configures vCPUs, [`devices`] emulates the legacy
 //! port-I/O devices, and [`vm`] ties them together and runs the guest;
 //! [`snapshot`] writes a paused VM to files and restores it from them, and
-//! [`template`] keeps snapshots of booted guests for restoring many VMs.
 
 pub mod api;
 pub mod boot;
@@ -17,7 +16,6 @@ pub mod devices;
 pub mod memory;
 pub mod profile;
 pub mod snapshot;
-pub mod template;
 pub mod vm;
 
 /// An error and its sources on one line, as `main` prints them.

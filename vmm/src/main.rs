@@ -7,7 +7,9 @@
 //! [--vsock-uds PATH] [--guest-cid N] [--fs-dir PATH [--fs-tag TAG]
 //! [--fs-cache auto|always|never] [--fs-xattr on|off]]`, or
 //! `vessel-vmm [--config FILE] --restore-state FILE --restore-memory FILE
-//! [--serial stdout|PATH] [--api-sock PATH] [--vsock-uds PATH]`
+//! [--serial stdout|PATH] [--api-sock PATH] [--vsock-uds PATH]
+//! [--fs-dir PATH ...]` (the directory of a share the snapshot's guest had
+//! not mounted yet)
 //!
 //! Flags and the JSON config file are parsed and checked by
 //! [`vessel_vmm::config::from_args`]; this file only sets the process up.
@@ -20,7 +22,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use vessel_vmm::config::{self, Launch, RestoreConfig, USAGE};
+use vessel_vmm::config::{self, FsConfig, Launch, RestoreConfig, USAGE};
 use vessel_vmm::cpu::vcpu::VmExit;
 use vessel_vmm::devices::virtio::fs::{share, SharedDir};
 use vessel_vmm::profile::HostProfile;
@@ -33,18 +35,21 @@ fn run(args: &[String]) -> Result<VmExit> {
         Launch::Boot(config) => config,
         Launch::Restore(config) => return restore(&config),
     };
-    // No thread exists yet: unshare(CLONE_NEWNS) applies to the whole VMM.
-    let shared_dir = match &config.fs {
-        Some(fs) => {
-            share::enter_private_mount_namespace().context("--fs-dir")?;
-            let shared = SharedDir::prepare(&fs.dir).context("--fs-dir")?;
-            Some(Arc::new(shared))
-        }
-        None => None,
-    };
+    let shared_dir = prepare_share(config.fs.as_ref())?;
     tracing::info!(cmdline = %config.cmdline, "starting VM");
     let vm = Vm::new(&config, profile, shared_dir).context("cannot build the VM")?;
     Ok(vm.run()?)
+}
+
+/// The share of `fs` in the VMM's own mount namespace. No thread may
+/// exist yet: unshare(CLONE_NEWNS) must apply to the whole VMM.
+fn prepare_share(fs: Option<&FsConfig>) -> Result<Option<Arc<SharedDir>>> {
+    let Some(fs) = fs else {
+        return Ok(None);
+    };
+    share::enter_private_mount_namespace().context("--fs-dir")?;
+    let shared = SharedDir::prepare(&fs.dir).context("--fs-dir")?;
+    Ok(Some(Arc::new(shared)))
 }
 
 /// Restores the snapshot of `config` and runs it. Every check of the
@@ -52,7 +57,8 @@ fn run(args: &[String]) -> Result<VmExit> {
 fn restore(config: &RestoreConfig) -> Result<VmExit> {
     let start = std::time::Instant::now();
     let loaded = snapshot::load(&config.state, &config.memory)?;
-    let vm = Vm::restore(config, loaded).context("cannot restore the VM")?;
+    let shared_dir = prepare_share(config.fs.as_ref())?;
+    let vm = Vm::restore(config, loaded, shared_dir).context("cannot restore the VM")?;
     tracing::info!(
         millis = start.elapsed().as_millis() as u64,
         "snapshot restored; resuming"

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::agent::{
     check_response::ServingStatus, CheckRequest, CloseStdinRequest, CreateContainerRequest,
     ExecProcessRequest, GetOOMEventRequest, ListProcessesRequest, PauseContainerRequest,
-    ProcessInfo, ReadStreamRequest, RemoveContainerRequest, ReseedRandomRequest,
+    ProcessInfo, ReadStreamRequest, RemoveContainerRequest, ReseedRandomRequest, MountShareRequest,
     ResumeContainerRequest, SetGuestTimeRequest, SetHostnameRequest, ShutdownRequest,
     SignalProcessRequest, StartContainerRequest, StatsContainerRequest, StatsContainerResponse,
     TtyWinResizeRequest, UpdateContainerRequest, VersionRequest, VersionResponse,
@@ -269,6 +269,17 @@ impl AgentClient {
         Self::rpc(
             "ReseedRandom",
             self.service.reseed_random(self.context(), &req),
+        )?;
+        Ok(())
+    }
+
+    /// `MountShare`: the agent mounts the virtio-fs share tagged `tag`.
+    pub fn mount_share(&self, tag: &str) -> Result<(), ClientError> {
+        let mut req = MountShareRequest::new();
+        req.tag = tag.to_owned();
+        Self::rpc(
+            "MountShare",
+            self.service.mount_share(self.context(), &req),
         )?;
         Ok(())
     }

@@ -46,7 +46,9 @@ pub const USAGE: &str = "usage: vessel-vmm [--config FILE] --kernel PATH --initr
 [--vsock-uds PATH] [--guest-cid N] \
 [--fs-dir PATH [--fs-tag TAG] [--fs-cache auto|always|never] [--fs-xattr on|off]]\n   \
 or: vessel-vmm [--config FILE] --restore-state FILE --restore-memory FILE [--serial stdout|PATH] \
-[--api-sock PATH] [--vsock-uds PATH]\n   or: vessel-vmm check   (can this host run Vessel?)";
+[--api-sock PATH] [--vsock-uds PATH] \
+[--fs-dir PATH [--fs-tag TAG] [--fs-cache auto|always|never] [--fs-xattr on|off]]\n   \
+or: vessel-vmm check   (can this host run Vessel?)";
 
 /// Where the guest's serial console goes.
 #[derive(Debug, Clone, PartialEq, Eq)]

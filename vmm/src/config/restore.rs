@@ -5,13 +5,19 @@
 //! The snapshot holds the guest and everything it saw (kernel, command
 //! line, vCPUs, memory, devices, vsock CID), so those settings are refused
 //! next to it. What stays the host's to choose: where the console goes, the
-//! API socket, and the vsock device's unix socket (a snapshot with a vsock
-//! device needs one, and every VM restored from one snapshot needs its own).
+//! API socket, the vsock device's unix socket (a snapshot with a vsock
+//! device needs one, and every VM restored from one snapshot needs its own),
+//! and the directory of a virtio-fs share the guest had not mounted yet
+//! (`--fs-dir`, with `--fs-cache` and `--fs-xattr`; its tag is the
+//! snapshot's, and an `--fs-tag` must name the same).
 
 use std::fs::File;
 use std::path::PathBuf;
 
-use super::{check_api_sock, check_vsock_uds, ConfigError, FileConfig, SerialOutput, VmConfig};
+use super::{
+    check_api_sock, check_vsock_uds, fs_config, ConfigError, FileConfig, FsConfig, SerialOutput,
+    VmConfig,
+};
 
 /// What to start: a boot, or a restore.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +36,9 @@ pub struct RestoreConfig {
     pub serial: SerialOutput,
     pub api_sock: Option<PathBuf>,
     pub vsock_uds: Option<PathBuf>,
+    /// The directory for the snapshot's virtio-fs share. Its `tag` is the
+    /// one `--fs-tag` gave, or empty: the snapshot's.
+    pub fs: Option<FsConfig>,
 }
 
 /// The restore settings of `merged` (flags over the config file), checked.
@@ -41,10 +50,6 @@ pub fn config(merged: FileConfig) -> Result<RestoreConfig, ConfigError> {
         ("--vcpus", merged.vcpus.is_some()),
         ("--memory-mib", merged.memory_mib.is_some()),
         ("--guest-cid", merged.guest_cid.is_some()),
-        ("--fs-dir", merged.fs_dir.is_some()),
-        ("--fs-tag", merged.fs_tag.is_some()),
-        ("--fs-cache", merged.fs_cache.is_some()),
-        ("--fs-xattr", merged.fs_xattr.is_some()),
     ];
     if let Some((flag, _)) = refused.iter().find(|(_, given)| *given) {
         return Err(ConfigError::NotWithRestore(flag));
@@ -70,12 +75,17 @@ pub fn config(merged: FileConfig) -> Result<RestoreConfig, ConfigError> {
     if let Some(sock) = &merged.vsock_uds {
         check_vsock_uds(sock)?;
     }
+    let fs = fs_config(&merged)?.map(|fs| FsConfig {
+        tag: merged.fs_tag.clone().unwrap_or_default(),
+        ..fs
+    });
     Ok(RestoreConfig {
         state,
         memory,
         serial: merged.serial.unwrap_or(SerialOutput::Stdout),
         api_sock: merged.api_sock,
         vsock_uds: merged.vsock_uds,
+        fs,
     })
 }
 

@@ -47,7 +47,33 @@ fn flags_restore_with_the_host_side_settings() {
             serial: SerialOutput::File("/tmp/console".into()),
             api_sock: Some(api),
             vsock_uds: Some(vsock),
+            fs: None,
         })
+    );
+}
+
+#[test]
+fn the_share_directory_is_the_restoring_hosts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (state, memory) = snapshot_files(dir.path());
+    let (state, memory) = (state.to_str().unwrap(), memory.to_str().unwrap());
+    let base = ["--restore-state", state, "--restore-memory", memory];
+    let Launch::Restore(got) = launch(&[&base[..], &["--fs-dir", "/srv/pod"]].concat()).unwrap()
+    else {
+        panic!("not a restore");
+    };
+    let fs = got.fs.unwrap();
+    assert_eq!(fs.dir, PathBuf::from("/srv/pod"));
+    assert_eq!(fs.tag, "", "no --fs-tag: the snapshot's tag");
+    let with_tag = [&base[..], &["--fs-dir", "/srv", "--fs-tag", "pod", "--fs-xattr", "off"]];
+    let Launch::Restore(got) = launch(&with_tag.concat()).unwrap() else {
+        panic!("not a restore");
+    };
+    let fs = got.fs.unwrap();
+    assert_eq!((fs.tag.as_str(), fs.xattr), ("pod", false));
+    assert_eq!(
+        error(&[&base[..], &["--fs-tag", "pod"]].concat()),
+        "--fs-tag: needs --fs-dir (or the \"fs_dir\" key of the config file)"
     );
 }
 
@@ -89,10 +115,6 @@ fn the_guests_settings_are_refused_beside_a_snapshot() {
         ("--vcpus", "2"),
         ("--memory-mib", "256"),
         ("--guest-cid", "5"),
-        ("--fs-dir", "/srv"),
-        ("--fs-tag", "t"),
-        ("--fs-cache", "never"),
-        ("--fs-xattr", "off"),
     ] {
         let list = [
             "--restore-state",

@@ -29,8 +29,8 @@ pub enum DeviceAction {
 pub enum DevicesError {
     #[error("cannot create the serial device")]
     CreateSerial(#[source] legacy::serial::SerialError),
-    #[error("virtio device type {0} cannot be snapshotted")]
-    SnapshotUnsupported(u32),
+    #[error("virtio device type {0} cannot be snapshotted: {1}")]
+    SnapshotUnsupported(u32, &'static str),
 }
 
 /// One virtio-mmio device in a snapshot.
@@ -100,7 +100,7 @@ impl Bus {
         for ((slot, device), transport) in self.virtio.iter().zip(&devices).zip(&transports) {
             let state = device
                 .save_state()
-                .ok_or(DevicesError::SnapshotUnsupported(transport.device_type()))?;
+                .map_err(|why| DevicesError::SnapshotUnsupported(transport.device_type(), why))?;
             virtio.push(VirtioSlotState {
                 base: slot.base,
                 transport: transport.save_state(),

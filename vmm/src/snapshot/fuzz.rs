@@ -15,6 +15,7 @@ use super::file::{self, FORMAT_VERSION, MAGIC};
 use crate::devices::legacy::serial::SerialDevice;
 use crate::devices::virtio::mmio::MmioTransport;
 use crate::devices::virtio::test_utils::temp_uds_path;
+use crate::devices::virtio::fs::{self, CacheMode, FsServer};
 use crate::devices::virtio::{rng::Rng, vsock::Vsock, DeviceKind, IrqTrigger, VirtioDevice};
 
 /// `json` framed as a state file of this format version.
@@ -40,12 +41,23 @@ pub fn fuzz_state(data: &[u8]) {
         return;
     };
     for slot in &state.devices.virtio {
-        let device: Arc<Mutex<dyn VirtioDevice>> = match slot.device.kind {
+        let device: Arc<Mutex<dyn VirtioDevice>> = match &slot.device.kind {
             DeviceKind::Rng => match Rng::new() {
                 Ok(rng) => Arc::new(Mutex::new(rng)),
                 Err(_) => return,
             },
-            DeviceKind::Vsock { guest_cid } => {
+            DeviceKind::Fs { tag } => {
+                // No worker runs: restoring the transport serves nothing.
+                let Ok(server) = FsServer::new(&std::env::temp_dir(), CacheMode::Never, false)
+                else {
+                    return;
+                };
+                match fs::device::new(tag, server) {
+                    Ok((device, _worker)) => Arc::new(Mutex::new(device)),
+                    Err(_) => return,
+                }
+            }
+            &DeviceKind::Vsock { guest_cid } => {
                 match Vsock::new(guest_cid, &temp_uds_path("fuzz-snapshot")) {
                     Ok(vsock) => Arc::new(Mutex::new(vsock)),
                     Err(_) => return,

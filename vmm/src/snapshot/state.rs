@@ -8,6 +8,7 @@ use super::memory::MemoryLayout;
 use crate::boot::layout::VIRTIO_MMIO_BASE;
 use crate::config::{MAX_GUEST_CID, MAX_MEMORY_MIB, MAX_VCPUS, MIN_GUEST_CID, MIN_MEMORY_MIB};
 use crate::cpu::snapshot::VcpuState;
+use crate::devices::virtio::fs::device::check_tag;
 use crate::devices::virtio::{device_type, mmio::MMIO_WINDOW_SIZE, DeviceKind};
 use crate::devices::DevicesState;
 use crate::memory::ram_regions;
@@ -106,9 +107,13 @@ impl VmState {
                     slot.base
                 ));
             }
-            let expected_type = match slot.device.kind {
+            let expected_type = match &slot.device.kind {
                 DeviceKind::Rng => device_type::RNG,
-                DeviceKind::Vsock { guest_cid } => {
+                DeviceKind::Fs { tag } => {
+                    check_tag(tag).map_err(|e| e.to_string())?;
+                    device_type::FS
+                }
+                &DeviceKind::Vsock { guest_cid } => {
                     let ok = u32::try_from(guest_cid)
                         .is_ok_and(|c| (MIN_GUEST_CID..=MAX_GUEST_CID).contains(&c));
                     if !ok {
@@ -124,12 +129,20 @@ impl VmState {
                 ));
             }
         }
-        let vsocks = virtio
-            .iter()
-            .filter(|s| matches!(s.device.kind, DeviceKind::Vsock { .. }))
-            .count();
-        if vsocks > 1 {
-            return Err(format!("{vsocks} vsock devices (at most one)"));
+        let count = |vsock: bool| {
+            virtio
+                .iter()
+                .filter(|s| match s.device.kind {
+                    DeviceKind::Vsock { .. } => vsock,
+                    DeviceKind::Fs { .. } => !vsock,
+                    DeviceKind::Rng => false,
+                })
+                .count()
+        };
+        for (n, what) in [(count(true), "vsock"), (count(false), "virtio-fs")] {
+            if n > 1 {
+                return Err(format!("{n} {what} devices (at most one)"));
+            }
         }
         Ok(())
     }
@@ -141,7 +154,18 @@ impl VmState {
             .iter()
             .find_map(|s| match s.device.kind {
                 DeviceKind::Vsock { guest_cid } => Some(guest_cid),
-                DeviceKind::Rng => None,
+                DeviceKind::Rng | DeviceKind::Fs { .. } => None,
+            })
+    }
+
+    /// The tag of the virtio-fs share, if the snapshot has one.
+    pub fn fs_tag(&self) -> Option<&str> {
+        self.devices
+            .virtio
+            .iter()
+            .find_map(|s| match &s.device.kind {
+                DeviceKind::Fs { tag } => Some(tag.as_str()),
+                DeviceKind::Rng | DeviceKind::Vsock { .. } => None,
             })
     }
 }

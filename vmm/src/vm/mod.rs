@@ -16,7 +16,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::api::ApiServer;
 use crate::boot::{layout, loader, mptable, params, tables};
-use crate::config::{SerialOutput, VmConfig};
+use crate::config::{FsConfig, SerialOutput, VmConfig};
 use crate::control::{install_kick_handler, VcpuControl};
 use crate::cpu::snapshot::{VcpuCaps, VcpuStateError};
 use crate::cpu::vcpu::{Vcpu, VcpuError, VmExit};
@@ -93,6 +93,12 @@ pub enum VmError {
     RestoreNeedsVsockUds,
     #[error("--vsock-uds: the snapshot has no vsock device")]
     RestoreHasNoVsock,
+    #[error("the snapshot has a virtio-fs share tagged {0:?}: give it a directory with --fs-dir")]
+    RestoreNeedsFsDir(String),
+    #[error("--fs-dir: the snapshot has no virtio-fs device")]
+    RestoreHasNoFs,
+    #[error("--fs-tag {given:?}: the snapshot's share is tagged {snapshot:?}")]
+    RestoreFsTag { snapshot: String, given: String },
 }
 
 mod restore;
@@ -173,6 +179,29 @@ impl<'a> VirtioAttacher<'a> {
 
     /// Attaches a device whose `subscriber` gets an event loop of its own,
     /// run by a thread named `name` that calls `on_start` first.
+    /// Attaches a virtio-fs device tagged `tag` serving `share`, the
+    /// prepared directory of `fs`, on a thread of its own.
+    fn attach_fs(
+        &mut self,
+        fs: &FsConfig,
+        tag: &str,
+        share: Option<&SharedDir>,
+    ) -> Result<(), VmError> {
+        let share = share.ok_or(VmError::SharedDirNotPrepared)?;
+        let server =
+            FsServer::new(&share.fs_root(), fs.cache, fs.xattr).map_err(VmError::CreateFs)?;
+        let (device, worker) = virtio_fs::device::new(tag, server).map_err(VmError::CreateFs)?;
+        self.attach_on_own_thread(device, worker, "vmm-fs", fs_thread_start)?;
+        info!(
+            dir = %share.path().display(),
+            tag,
+            cache = fs.cache.as_str(),
+            xattr = fs.xattr,
+            "virtio-fs shares a directory"
+        );
+        Ok(())
+    }
+
     fn attach_on_own_thread<D, S>(
         &mut self,
         device: D,
@@ -313,19 +342,7 @@ impl Vm {
             virtio.attach(vsock)?;
         }
         if let Some(fs) = &config.fs {
-            let share = shared_dir.as_ref().ok_or(VmError::SharedDirNotPrepared)?;
-            let server =
-                FsServer::new(&share.fs_root(), fs.cache, fs.xattr).map_err(VmError::CreateFs)?;
-            let (device, worker) =
-                virtio_fs::device::new(&fs.tag, server).map_err(VmError::CreateFs)?;
-            virtio.attach_on_own_thread(device, worker, "vmm-fs", fs_thread_start)?;
-            info!(
-                dir = %share.path().display(),
-                tag = %fs.tag,
-                cache = fs.cache.as_str(),
-                xattr = fs.xattr,
-                "virtio-fs shares a directory"
-            );
+            virtio.attach_fs(fs, &fs.tag, shared_dir.as_deref())?;
         }
         let (virtio_slots, virtio_args, own_loops) =
             (virtio.slots, virtio.cmdline, virtio.own_loops);

@@ -11,6 +11,7 @@ use crate::cpu::snapshot::{self as vcpu_snapshot, VcpuCaps};
 use crate::cpu::vcpu::Vcpu;
 use crate::devices::legacy::serial::{SerialDevice, SERIAL_IRQ};
 use crate::devices::virtio::{mmio::lock, rng::Rng, vsock::Vsock, DeviceKind};
+use crate::devices::virtio::fs::SharedDir;
 use crate::devices::Bus;
 use crate::snapshot::Loaded;
 
@@ -18,13 +19,19 @@ impl Vm {
     /// Builds the VM of a snapshot that [`crate::snapshot::load`] checked
     /// and mapped: KVM's irqchip, PIT and clock, the vCPUs, and every
     /// device in its saved state (a vsock device tells the guest its
-    /// connections are gone). Nothing runs until [`Vm::run`]; any error
-    /// comes first.
-    pub fn restore(config: &RestoreConfig, loaded: Loaded) -> Result<Self, VmError> {
+    /// connections are gone). A virtio-fs share the guest had not mounted
+    /// serves `shared_dir`, the prepared directory of `config.fs`. Nothing
+    /// runs until [`Vm::run`]; any error comes first.
+    pub fn restore(
+        config: &RestoreConfig,
+        loaded: Loaded,
+        shared_dir: Option<Arc<SharedDir>>,
+    ) -> Result<Self, VmError> {
         let Loaded { state, memory: mem } = loaded;
         if config.vsock_uds.is_some() && state.vsock_cid().is_none() {
             return Err(VmError::RestoreHasNoVsock);
         }
+        check_fs(config, state.fs_tag())?;
         let kvm = Kvm::new().map_err(VmError::OpenKvm)?;
         let vm = create_vm(&kvm, &mem)?;
         state.kvm.restore(&vm).map_err(VmError::Snapshot)?;
@@ -59,6 +66,13 @@ impl Vm {
                         .map_err(|e| VmError::CreateDevice("virtio-vsock", e.into()))?;
                     virtio.attach(vsock)?;
                 }
+                DeviceKind::Fs { ref tag } => {
+                    let fs = config
+                        .fs
+                        .as_ref()
+                        .ok_or_else(|| VmError::RestoreNeedsFsDir(tag.clone()))?;
+                    virtio.attach_fs(fs, tag, shared_dir.as_deref())?;
+                }
             }
             // attach() put it at `index`, the window the state was checked to have.
             if let Some(slot) = virtio.slots.get(index) {
@@ -91,8 +105,23 @@ impl Vm {
             events: Some(events),
             own_loops,
             api_sock: config.api_sock.clone(),
-            shared_dir: None,
+            shared_dir,
             vsock_uds: config.vsock_uds.clone(),
         })
+    }
+}
+
+/// A `--fs-dir` needs the snapshot's share, and an `--fs-tag` its tag.
+fn check_fs(config: &RestoreConfig, snapshot_tag: Option<&str>) -> Result<(), VmError> {
+    match (&config.fs, snapshot_tag) {
+        (Some(_), None) => Err(VmError::RestoreHasNoFs),
+        (None, Some(tag)) => Err(VmError::RestoreNeedsFsDir(tag.to_owned())),
+        (Some(fs), Some(tag)) if !fs.tag.is_empty() && fs.tag != tag => {
+            Err(VmError::RestoreFsTag {
+                snapshot: tag.to_owned(),
+                given: fs.tag.clone(),
+            })
+        }
+        _ => Ok(()),
     }
 }

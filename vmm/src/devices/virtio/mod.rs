@@ -137,7 +137,14 @@ impl QueueSnapshot {
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum DeviceKind {
     Rng,
-    Vsock { guest_cid: u64 },
+    Vsock {
+        guest_cid: u64,
+    },
+    /// A virtio-fs share the guest had not mounted yet: only its tag is
+    /// the guest's; the directory is the restoring host's.
+    Fs {
+        tag: String,
+    },
 }
 
 /// What a device model adds to its transport's state in a snapshot.
@@ -174,10 +181,10 @@ pub trait VirtioDevice: Send {
     fn activate(&mut self, activation: Activation) -> Result<(), ActivateError>;
     /// Stops the device and drops its queues (the driver wrote status 0).
     fn reset(&mut self);
-    /// The device's state for a snapshot; `None` if it cannot be
-    /// snapshotted (the snapshot is then refused).
-    fn save_state(&self) -> Option<DeviceState> {
-        None
+    /// The device's state for a snapshot, or why it cannot be snapshotted
+    /// now (the snapshot is then refused with that reason).
+    fn save_state(&self) -> Result<DeviceState, &'static str> {
+        Err("the device model has no snapshot support")
     }
     /// Called once a restored device is active again, before the vCPUs
     /// run: tells the guest what did not survive the restore.

@@ -12,7 +12,8 @@ use super::counters::FsCounters;
 use super::server::FsServer;
 use super::FsError;
 use crate::devices::virtio::{
-    device_type, notify_used, ActivateError, Activation, IrqTrigger, VirtioDevice,
+    device_type, notify_used, queue_snapshots, ActivateError, Activation, DeviceKind, DeviceState,
+    IrqTrigger, VirtioDevice,
 };
 
 /// Size of each queue.
@@ -52,6 +53,7 @@ fn lock(active: &SharedActive) -> MutexGuard<'_, Option<Active>> {
 /// features, activation. Holds no file-system state, so the vCPUs never
 /// wait on file I/O to read a register.
 pub struct Fs {
+    tag: String,
     config: [u8; CONFIG_LEN],
     acked_features: u64,
     active: SharedActive,
@@ -76,6 +78,7 @@ pub fn new(tag: &str, server: FsServer) -> Result<(Fs, FsWorker), FsError> {
     let worker_evt = activate_evt.try_clone().map_err(FsError::CreateEvent)?;
     let active = Arc::new(Mutex::new(None));
     let fs = Fs {
+        tag: tag.to_owned(),
         config,
         acked_features: 0,
         active: Arc::clone(&active),
@@ -110,6 +113,17 @@ fn config_space(tag: &str) -> Result<[u8; CONFIG_LEN], FsError> {
 impl Fs {
     pub fn is_active(&self) -> bool {
         lock(&self.active).is_some()
+    }
+
+    /// Whether the guest ever posted a request: a FUSE session (INIT, the
+    /// inodes and handles fuse-backend-rs hands out) exists only after
+    /// one. Unreadable rings count as used.
+    fn guest_posted(active: &Active) -> bool {
+        active.queues.iter().any(|q| {
+            q.next_avail() != 0
+                || q.avail_idx(&active.mem, std::sync::atomic::Ordering::Acquire)
+                    .map_or(true, |idx| idx.0 != 0)
+        })
     }
 
     fn signal_worker(&self) -> std::io::Result<()> {
@@ -241,6 +255,26 @@ impl VirtioDevice for Fs {
             });
         }
         self.signal_worker().map_err(ActivateError::SignalActivate)
+    }
+
+    /// Only a share the guest has not mounted: the FUSE session's inode
+    /// and handle tables live in this process and the guest's kernel
+    /// refers to them, so a mounted share cannot move to another process.
+    /// Before the mount, the device is its tag and its queues; the
+    /// restoring host names the directory.
+    fn save_state(&self) -> Result<DeviceState, &'static str> {
+        let active = lock(&self.active);
+        if active.as_ref().is_some_and(Self::guest_posted) {
+            return Err("the guest has mounted the virtio-fs share \
+                 (a share can be snapshotted only before its first request)");
+        }
+        Ok(DeviceState {
+            kind: DeviceKind::Fs {
+                tag: self.tag.clone(),
+            },
+            acked_features: self.acked_features,
+            active_queues: active.as_ref().map(|a| queue_snapshots(&a.queues)),
+        })
     }
 
     fn reset(&mut self) {

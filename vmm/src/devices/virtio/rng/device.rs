@@ -233,8 +233,8 @@ impl VirtioDevice for Rng {
         }
     }
 
-    fn save_state(&self) -> Option<DeviceState> {
-        Some(DeviceState {
+    fn save_state(&self) -> Result<DeviceState, &'static str> {
+        Ok(DeviceState {
             kind: DeviceKind::Rng,
             acked_features: self.acked_features,
             active_queues: self

@@ -403,8 +403,8 @@ impl VirtioDevice for Vsock {
 
     /// The host connections are not part of it: they end with the VMM, and
     /// the restored device tells the guest so ([`Self::restored`]).
-    fn save_state(&self) -> Option<DeviceState> {
-        Some(DeviceState {
+    fn save_state(&self) -> Result<DeviceState, &'static str> {
+        Ok(DeviceState {
             kind: DeviceKind::Vsock {
                 guest_cid: self.guest_cid,
             },

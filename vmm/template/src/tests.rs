@@ -12,6 +12,7 @@ fn spec(dir: &Path) -> TemplateSpec {
         vcpus: 1,
         memory_mib: 128,
         vmm: dir.join("vmm"),
+        recipe: "console=ttyS0 vsock".into(),
     }
 }
 
@@ -51,6 +52,9 @@ fn every_input_changes_the_key() {
     more_memory.memory_mib = 256;
     assert_ne!(TemplateCache::key(&more_vcpus).unwrap(), key);
     assert_ne!(TemplateCache::key(&more_memory).unwrap(), key);
+    let mut other_recipe = base.clone();
+    other_recipe.recipe.push_str(" fs=vessel");
+    assert_ne!(TemplateCache::key(&other_recipe).unwrap(), key);
     for file in [&base.kernel, &base.initrd, &base.vmm] {
         let old = fs::read(file).unwrap();
         fs::write(file, b"changed").unwrap();
@@ -74,18 +78,31 @@ fn half_written_and_stale_templates_are_made_again() {
     let template = cache.get_or_create(&spec, maker(&calls)).unwrap();
     let dir = template.state.parent().unwrap().to_owned();
 
-    // Stale: the memory file changed after it was sealed.
+    // Stale: the memory file changed after it was sealed, even with its
+    // size kept.
     fs::set_permissions(&template.memory, fs::Permissions::from_mode(0o644)).unwrap();
-    fs::write(&template.memory, b"other bytes").unwrap();
+    fs::write(&template.memory, vec![1u8; 4096]).unwrap();
     cache.get_or_create(&spec, maker(&calls)).unwrap();
     assert_eq!(calls.get(), 2);
     assert_eq!(fs::read(&template.memory).unwrap(), vec![0u8; 4096]);
+
+    // Stale: the state file was replaced by another one.
+    let other = dir.join("state.other");
+    fs::write(&other, b"state").unwrap();
+    fs::rename(&other, &template.state).unwrap();
+    cache.get_or_create(&spec, maker(&calls)).unwrap();
+    assert_eq!(calls.get(), 3);
+
+    // Checking digests too, an intact template is reused.
+    let digests = cache.clone().verify_digests();
+    digests.get_or_create(&spec, maker(&calls)).unwrap();
+    assert_eq!(calls.get(), 3);
 
     // Half-written: no ready file.
     fs::set_permissions(dir.join("ready"), fs::Permissions::from_mode(0o644)).unwrap();
     fs::remove_file(dir.join("ready")).unwrap();
     cache.get_or_create(&spec, maker(&calls)).unwrap();
-    assert_eq!(calls.get(), 3);
+    assert_eq!(calls.get(), 4);
 }
 
 #[test]

@@ -3,8 +3,9 @@
 //!
 //! A template is keyed by a SHA-256 over what decides the guest it holds:
 //! the kernel's bytes, the initramfs's bytes, the vCPU count, the memory
-//! size and the VMM binary's bytes (its version, snapshot format included).
-//! It lives in `<root>/<key>/` as `state`, `memory` and `ready`:
+//! size, the VMM binary's bytes (its version, snapshot format included) and
+//! the maker's recipe (the kernel command line and devices it gives the
+//! guest). It lives in `<root>/<key>/` as `state`, `memory` and `ready`:
 //! - **made once:** [`TemplateCache::get_or_create`] holds an exclusive
 //!   `flock` on `<root>/<key>.lock` while it checks or makes the template,
 //!   so concurrent users make it once;
@@ -12,9 +13,12 @@
 //!   `ready` (the key and the SHA-256 of both files) is written last, and
 //!   the directory is renamed into place. A template without `ready` is
 //!   half-written and is made again;
-//! - **never stale:** before first use in a process both files are hashed
-//!   against `ready`; a template that does not match is removed and made
-//!   again;
+//! - **never stale:** `ready` records each file's SHA-256 and its size,
+//!   inode and change time. Every use compares the latter (any write or
+//!   replacement changes the change time); [`TemplateCache::verify_digests`]
+//!   also hashes both files, which costs a read of the whole memory file
+//!   (seconds for 512 MiB). A template that does not match is removed and
+//!   made again;
 //! - **read-only:** the files are mode 0444; VMs map the memory file
 //!   `MAP_PRIVATE` from a read-only descriptor, so no VM writes it.
 
@@ -67,6 +71,9 @@ pub struct TemplateSpec {
     pub memory_mib: u32,
     /// The VMM binary that makes and restores it.
     pub vmm: PathBuf,
+    /// Everything else the maker decides about the guest: its command line
+    /// and devices, as text.
+    pub recipe: String,
 }
 
 /// A template's files, checked and ready to restore from.
@@ -83,17 +90,53 @@ struct Ready {
     key: String,
     state_sha256: String,
     memory_sha256: String,
+    state_stamp: Stamp,
+    memory_stamp: Stamp,
+}
+
+/// What changes when a file is written or replaced.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+struct Stamp {
+    len: u64,
+    ino: u64,
+    ctime_ns: i128,
+}
+
+impl Stamp {
+    fn of(path: &Path) -> Result<Stamp, TemplateError> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = fs::metadata(path).map_err(|source| TemplateError::ReadInput {
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(Stamp {
+            len: meta.len(),
+            ino: meta.ino(),
+            ctime_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
+        })
+    }
 }
 
 /// Templates under one root directory.
 #[derive(Debug, Clone)]
 pub struct TemplateCache {
     root: PathBuf,
+    verify_digests: bool,
 }
 
 impl TemplateCache {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self {
+            root: root.into(),
+            verify_digests: false,
+        }
+    }
+
+    /// Also hashes both files against `ready` on every use, not only their
+    /// size, inode and change time.
+    pub fn verify_digests(mut self) -> Self {
+        self.verify_digests = true;
+        self
     }
 
     /// The template's key: hex SHA-256 over its inputs.
@@ -108,6 +151,8 @@ impl TemplateCache {
             hash.update(file_sha256(path)?.as_bytes());
         }
         hash.update(format!("vcpus={} memory_mib={}", spec.vcpus, spec.memory_mib).as_bytes());
+        hash.update(b"recipe");
+        hash.update(spec.recipe.as_bytes());
         Ok(hex(&hash.finalize()))
     }
 
@@ -160,9 +205,16 @@ impl TemplateCache {
         let text = fs::read_to_string(dir.join("ready")).ok()?;
         let ready: Ready = serde_json::from_str(&text).ok()?;
         let template = template_in(key, dir);
+        let digests = || -> Option<bool> {
+            Some(
+                file_sha256(&template.state).ok()? == ready.state_sha256
+                    && file_sha256(&template.memory).ok()? == ready.memory_sha256,
+            )
+        };
         let matches = ready.key == key
-            && file_sha256(&template.state).ok()? == ready.state_sha256
-            && file_sha256(&template.memory).ok()? == ready.memory_sha256;
+            && Stamp::of(&template.state).ok()? == ready.state_stamp
+            && Stamp::of(&template.memory).ok()? == ready.memory_stamp
+            && (!self.verify_digests || digests()?);
         if !matches {
             tracing::warn!(%key, "a VM template does not match its ready file; making it again");
         }
@@ -199,6 +251,8 @@ fn seal(key: &str, dir: &Path) -> Result<(), TemplateError> {
         key: key.to_owned(),
         state_sha256: file_sha256(&template.state)?,
         memory_sha256: file_sha256(&template.memory)?,
+        state_stamp: Stamp::of(&template.state)?,
+        memory_stamp: Stamp::of(&template.memory)?,
     };
     let path = dir.join("ready");
     let write = || -> io::Result<()> {
@@ -265,5 +319,4 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 #[cfg(test)]
-#[path = "template_tests.rs"]
 mod tests;

@@ -90,6 +90,17 @@ impl AgentVm {
     /// (`VESSEL_GUEST_LOG`, `VESSEL_GUEST_CMDLINE`, `VESSEL_GUEST_VCPUS`) or
     /// `VESSEL_NO_TEMPLATE=1` make it boot instead.
     pub fn restore(call_timeout: Duration) -> Result<AgentVm> {
+        AgentVm::restore_with(call_timeout, None)
+    }
+
+    /// [`AgentVm::restore`] from the template with a virtio-fs device,
+    /// serving `share`, which the agent mounts at [`SHARED_DIR`] on
+    /// MountShare (or [`AgentVm::boot_with_share`] where `restore` boots).
+    pub fn restore_with_share(call_timeout: Duration, share: &Path) -> Result<AgentVm> {
+        AgentVm::restore_with(call_timeout, Some(share))
+    }
+
+    fn restore_with(call_timeout: Duration, share: Option<&Path>) -> Result<AgentVm> {
         let debugging = [
             "VESSEL_GUEST_LOG",
             "VESSEL_GUEST_CMDLINE",
@@ -98,15 +109,24 @@ impl AgentVm {
         .iter()
         .any(|var| std::env::var_os(var).is_some());
         if debugging || std::env::var_os("VESSEL_NO_TEMPLATE").is_some() {
-            return AgentVm::boot(call_timeout);
+            return AgentVm::boot_with(call_timeout, share);
         }
-        let template = template::agent_template()?;
+        let template = match share {
+            Some(_) => template::agent_share_template()?,
+            None => template::agent_template()?,
+        };
         let dir = tempfile::tempdir()?;
         let uds = dir.path().join("vsock.sock");
-        let mut guest = template::restore(&template, &uds, &dir.path().join("api.sock"))?;
+        let api_sock = dir.path().join("api.sock");
+        let mut guest = template::restore(&template, &uds, &api_sock, share)?;
         let client =
             connect_while_running(&mut guest, &uds, BOOT_TIMEOUT)?.with_call_timeout(call_timeout);
         template::give_identity(&client)?;
+        if share.is_some() {
+            client
+                .mount_share(template::SHARE_TAG)
+                .context("MountShare")?;
+        }
         Ok(AgentVm {
             guest,
             client,

@@ -27,7 +27,8 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// `ctr run --rm` of the image's own command: its kernel is the guest's.
+/// `ctr run --rm` of the image's own command: its kernel is the guest's,
+/// and its VM was restored from the shim's template, not booted.
 fn run_rm_greets(c: &Containerd, image: &str) -> Result<()> {
     let out = c.ctr_ok(&["run", "--rm", "--runtime", RUNTIME, image, "greet"])?;
     let stdout = text(&out.stdout);
@@ -49,6 +50,16 @@ fn run_rm_greets(c: &Containerd, image: &str) -> Result<()> {
         text(&left.stdout).trim().is_empty(),
         "--rm left {:?}",
         text(&left.stdout)
+    );
+    let log = c.log();
+    let answered: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("the agent answered"))
+        .collect();
+    ensure!(
+        !answered.is_empty() && answered.iter().all(|l| l.contains("restored=true")),
+        "the pod VM was not restored from a template: {answered:?}; {:?}",
+        log.lines().find(|l| l.contains("no VM template"))
     );
     Ok(())
 }

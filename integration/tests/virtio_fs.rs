@@ -1,7 +1,12 @@
 //! virtio-fs in a real VM: a host directory served by vessel-vmm's
-//! in-process virtio-fs device, mounted by the agent at boot, used by
-//! containers.
+//! in-process virtio-fs device, used by containers. The VM is restored
+//! from the agent VM template with a share its guest never mounted: the
+//! restoring VMM serves this test's directory and the agent mounts it on
+//! MountShare.
 //!
+//! - MountShare again with the same tag does nothing, another tag is
+//!   refused, and a VM whose guest has mounted its share refuses a
+//!   snapshot with a clear error (and carries on);
 //! - POSIX operations on a volume of the share (create, write, read,
 //!   rename, unlink, mkdir, symlink, hard link, chmod, chown, xattr, mmap),
 //!   checked from the host side, and host writes read in the guest;
@@ -140,9 +145,12 @@ fn run_in(client: &AgentClient, id: &str, script: &str, volume: &str, at: &str) 
 #[test]
 fn virtio_fs() -> Result<()> {
     let host = Host::new()?;
-    let vm = AgentVm::boot_with_share(CALL_TIMEOUT, &host.share())?;
+    let vm = AgentVm::restore_with_share(CALL_TIMEOUT, &host.share())?;
     let client = vm.client();
     let mut cases = Cases::new().retry_host_crashes(|| vm.crashes());
+    cases.run("MountShare and snapshots of a mounted share", || {
+        mounted_share(client, &vm)
+    });
     cases.run("POSIX operations, both sides", || posix_ops(client, &host));
     cases.run("two containers share a volume", || two_containers(client));
     cases.run("escape attempts fail", || escapes(client, &host));
@@ -159,6 +167,42 @@ fn virtio_fs() -> Result<()> {
     let status = vm.shutdown(Duration::from_secs(60))?;
     ensure!(status.success(), "the VMM exited with {status}");
     no_leaks(&share, pid)
+}
+
+fn mounted_share(client: &AgentClient, vm: &AgentVm) -> Result<()> {
+    client
+        .mount_share("vessel")
+        .context("MountShare of the mounted tag")?;
+    let err = client
+        .mount_share("other")
+        .err()
+        .context("MountShare of another tag succeeded")?;
+    let code = err.code();
+    let text = format!("{:#}", anyhow::Error::new(err));
+    ensure!(
+        code == Some(ttrpc::Code::FAILED_PRECONDITION) && text.contains("is mounted"),
+        "MountShare of another tag: {code:?} {text}"
+    );
+    let mut api = VmmApi::connect(&vm.api_sock())?;
+    api.call("pause")?;
+    let dir = tempfile::tempdir()?;
+    let reply = api.request(&json!({
+        "action": "snapshot",
+        "state": dir.path().join("state"),
+        "memory": dir.path().join("memory"),
+    }))?;
+    api.call("resume")?;
+    let error = reply["error"].as_str().unwrap_or_default();
+    ensure!(
+        reply["ok"] == false && error.contains("the guest has mounted the virtio-fs share"),
+        "a snapshot of a VM with a mounted share: {reply}"
+    );
+    ensure!(
+        fs::read_dir(dir.path())?.next().is_none(),
+        "the refused snapshot left files"
+    );
+    client.check().context("Check after the refused snapshot")?;
+    Ok(())
 }
 
 fn posix_ops(client: &AgentClient, host: &Host) -> Result<()> {

@@ -76,7 +76,13 @@ impl Sandbox {
         let vmm = config.vmm_binary();
         let mut command = Command::new(&vmm);
         match &template {
-            Some(t) => command.args(template::restore_args(t, &console, &vsock, &api, share.path())),
+            Some(t) => command.args(template::restore_args(
+                t,
+                &console,
+                &vsock,
+                &api,
+                share.path(),
+            )),
             None => command
                 .arg("--kernel")
                 .arg(&config.kernel)

@@ -63,9 +63,13 @@ pub fn get_or_make(config: &VesselConfig) -> Result<Template, ShimError> {
 }
 
 /// Boots a template guest with a placeholder share, and once its agent
-/// answers, pauses it and snapshots it into `dir`.
+/// answers, pauses it and snapshots it into `dir`. Its sockets live in the
+/// state directory: the template directory's paths are too long for a
+/// socket's address.
 fn make(config: &VesselConfig, cmdline: &str, dir: &Path) -> Result<(), ShimError> {
-    let work = dir.join("boot");
+    let work = config
+        .state_dir
+        .join(format!("template-{}", std::process::id()));
     let placeholder = work.join("share");
     std::fs::create_dir_all(&placeholder).map_err(|source| ShimError::CreateDir {
         path: placeholder.clone(),
@@ -101,14 +105,14 @@ fn make(config: &VesselConfig, cmdline: &str, dir: &Path) -> Result<(), ShimErro
             path: config.vmm_binary(),
             source,
         })?;
-    let snapshot = || -> Result<(), ShimError> {
+    let mut snapshot = || -> Result<(), ShimError> {
         let timeout = Duration::from_secs(config.boot_timeout_secs);
-        sandbox::connect_booting(&vsock, timeout, || vmm_exited(&mut child)).map_err(
-            |source| ShimError::ConnectAgent {
+        sandbox::connect_booting(&vsock, timeout, || vmm_exited(&mut child)).map_err(|source| {
+            ShimError::ConnectAgent {
                 console: console.clone(),
                 source,
-            },
-        )?;
+            }
+        })?;
         api_call(&api, &json!({"action": "pause"}))?;
         api_call(
             &api,
@@ -257,9 +261,6 @@ mod tests {
     fn a_refused_api_call_names_the_request() {
         let dir = tempfile::tempdir().unwrap();
         let err = api_call(&dir.path().join("none.sock"), &json!({"action": "pause"})).unwrap_err();
-        assert!(
-            err.to_string().contains(r#"{"action":"pause"}"#),
-            "{err}"
-        );
+        assert!(err.to_string().contains(r#"{"action":"pause"}"#), "{err}");
     }
 }

@@ -16,12 +16,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::agent::{
     check_response::ServingStatus, CheckRequest, CloseStdinRequest, CreateContainerRequest,
-    ExecProcessRequest, GetOOMEventRequest, ListProcessesRequest, PauseContainerRequest,
-    ProcessInfo, ReadStreamRequest, RemoveContainerRequest, ReseedRandomRequest, MountShareRequest,
-    ResumeContainerRequest, SetGuestTimeRequest, SetHostnameRequest, ShutdownRequest,
-    SignalProcessRequest, StartContainerRequest, StatsContainerRequest, StatsContainerResponse,
-    TtyWinResizeRequest, UpdateContainerRequest, VersionRequest, VersionResponse,
-    WaitProcessRequest, WaitProcessResponse, WriteStreamRequest,
+    ExecProcessRequest, GetOOMEventRequest, ListProcessesRequest, MountShareRequest,
+    PauseContainerRequest, ProcessInfo, ReadStreamRequest, RemoveContainerRequest,
+    ReseedRandomRequest, ResumeContainerRequest, SetGuestTimeRequest, SetHostnameRequest,
+    ShutdownRequest, SignalProcessRequest, StartContainerRequest, StatsContainerRequest,
+    StatsContainerResponse, TtyWinResizeRequest, UpdateContainerRequest, VersionRequest,
+    VersionResponse, WaitProcessRequest, WaitProcessResponse, WriteStreamRequest,
 };
 use crate::AgentServiceClient;
 
@@ -277,10 +277,7 @@ impl AgentClient {
     pub fn mount_share(&self, tag: &str) -> Result<(), ClientError> {
         let mut req = MountShareRequest::new();
         req.tag = tag.to_owned();
-        Self::rpc(
-            "MountShare",
-            self.service.mount_share(self.context(), &req),
-        )?;
+        Self::rpc("MountShare", self.service.mount_share(self.context(), &req))?;
         Ok(())
     }
 

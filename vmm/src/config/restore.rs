@@ -54,6 +54,10 @@ pub fn config(merged: FileConfig) -> Result<RestoreConfig, ConfigError> {
     if let Some((flag, _)) = refused.iter().find(|(_, given)| *given) {
         return Err(ConfigError::NotWithRestore(flag));
     }
+    let fs = fs_config(&merged)?.map(|fs| FsConfig {
+        tag: merged.fs_tag.clone().unwrap_or_default(),
+        ..fs
+    });
     let state = merged.restore_state.ok_or(ConfigError::MissingField(
         "--restore-state",
         "restore_state",
@@ -75,10 +79,6 @@ pub fn config(merged: FileConfig) -> Result<RestoreConfig, ConfigError> {
     if let Some(sock) = &merged.vsock_uds {
         check_vsock_uds(sock)?;
     }
-    let fs = fs_config(&merged)?.map(|fs| FsConfig {
-        tag: merged.fs_tag.clone().unwrap_or_default(),
-        ..fs
-    });
     Ok(RestoreConfig {
         state,
         memory,

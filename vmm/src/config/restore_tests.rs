@@ -65,7 +65,10 @@ fn the_share_directory_is_the_restoring_hosts() {
     let fs = got.fs.unwrap();
     assert_eq!(fs.dir, PathBuf::from("/srv/pod"));
     assert_eq!(fs.tag, "", "no --fs-tag: the snapshot's tag");
-    let with_tag = [&base[..], &["--fs-dir", "/srv", "--fs-tag", "pod", "--fs-xattr", "off"]];
+    let with_tag = [
+        &base[..],
+        &["--fs-dir", "/srv", "--fs-tag", "pod", "--fs-xattr", "off"],
+    ];
     let Launch::Restore(got) = launch(&with_tag.concat()).unwrap() else {
         panic!("not a restore");
     };

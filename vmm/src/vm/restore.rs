@@ -10,8 +10,8 @@ use crate::config::RestoreConfig;
 use crate::cpu::snapshot::{self as vcpu_snapshot, VcpuCaps};
 use crate::cpu::vcpu::Vcpu;
 use crate::devices::legacy::serial::{SerialDevice, SERIAL_IRQ};
-use crate::devices::virtio::{mmio::lock, rng::Rng, vsock::Vsock, DeviceKind};
 use crate::devices::virtio::fs::SharedDir;
+use crate::devices::virtio::{mmio::lock, rng::Rng, vsock::Vsock, DeviceKind};
 use crate::devices::Bus;
 use crate::snapshot::Loaded;
 

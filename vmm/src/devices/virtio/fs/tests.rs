@@ -261,3 +261,28 @@ fn a_header_only_request_is_not_read_past_its_buffer() {
     assert_eq!(out.unique, 4);
     assert!(out.error < 0);
 }
+
+#[test]
+fn a_share_is_snapshotted_only_before_its_first_request() {
+    use crate::devices::virtio::DeviceKind;
+    let (_dir, share) = share();
+    let server = FsServer::new(&share, CacheMode::Auto, true).unwrap();
+    let (dev, _worker) = device::new("pod", server).unwrap();
+    let idle = dev.save_state().unwrap();
+    assert_eq!(idle.kind, DeviceKind::Fs { tag: "pod".into() });
+    assert!(idle.active_queues.is_none(), "not active yet");
+
+    let mut c = FuseClient::new(&share);
+    let active = c.dev.save_state().unwrap();
+    assert_eq!(active.active_queues.map(|q| q.len()), Some(NUM_QUEUES));
+
+    // Posted but not yet served counts as used too.
+    let (_head, _reply) = c.q.post(&init_request(1), 256);
+    assert_eq!(
+        c.dev.save_state().unwrap_err(),
+        "the guest has mounted the virtio-fs share \
+         (a share can be snapshotted only before its first request)"
+    );
+    c.worker.process_queues();
+    assert!(c.dev.save_state().is_err(), "served: a FUSE session exists");
+}

@@ -83,27 +83,17 @@ impl Sandbox {
                 &api,
                 share.path(),
             )),
-            None => command
-                .arg("--kernel")
-                .arg(&config.kernel)
-                .arg("--initrd")
-                .arg(&config.initrd)
-                .args(["--vcpus", &config.vcpus.to_string()])
-                .args(["--memory-mib", &config.memory_mib.to_string()])
-                .arg("--cmdline")
-                .arg(format!(
+            None => command.args(template::boot_args(
+                config,
+                &format!(
                     "vessel.share={SHARE_TAG} {}",
                     template::base_cmdline(config)
-                ))
-                .arg("--serial")
-                .arg(&console)
-                .arg("--vsock-uds")
-                .arg(&vsock)
-                .arg("--api-sock")
-                .arg(&api)
-                .arg("--fs-dir")
-                .arg(share.path())
-                .args(["--fs-tag", SHARE_TAG]),
+                ),
+                &console,
+                &vsock,
+                &api,
+                share.path(),
+            )),
         };
         let mut child = command
             .stdin(Stdio::null())

@@ -13,6 +13,7 @@
 //! `template_dir`, keyed by the kernel, the initramfs, the VMM binary, the
 //! vCPUs, the memory and the command line.
 
+use std::ffi::{OsStr, OsString};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -81,22 +82,14 @@ fn make(config: &VesselConfig, cmdline: &str, dir: &Path) -> Result<(), ShimErro
         work.join("console.log"),
     );
     let mut child = Command::new(config.vmm_binary())
-        .arg("--kernel")
-        .arg(&config.kernel)
-        .arg("--initrd")
-        .arg(&config.initrd)
-        .args(["--vcpus", &config.vcpus.to_string()])
-        .args(["--memory-mib", &config.memory_mib.to_string()])
-        .args(["--cmdline", cmdline])
-        .arg("--serial")
-        .arg(&console)
-        .arg("--vsock-uds")
-        .arg(&vsock)
-        .arg("--api-sock")
-        .arg(&api)
-        .arg("--fs-dir")
-        .arg(&placeholder)
-        .args(["--fs-tag", SHARE_TAG])
+        .args(boot_args(
+            config,
+            cmdline,
+            &console,
+            &vsock,
+            &api,
+            &placeholder,
+        ))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -180,6 +173,34 @@ fn api_call(sock: &Path, request: &Value) -> Result<Value, ShimError> {
     Ok(reply)
 }
 
+/// The arguments that boot a pod VM of `config` with `cmdline`, its
+/// sockets, console and shared directory.
+pub fn boot_args(
+    config: &VesselConfig,
+    cmdline: &str,
+    console: &Path,
+    vsock: &Path,
+    api: &Path,
+    share: &Path,
+) -> Vec<OsString> {
+    let mut args: Vec<OsString> = Vec::with_capacity(20);
+    let mut pair = |flag: &str, value: &OsStr| {
+        args.push(flag.into());
+        args.push(value.to_owned());
+    };
+    pair("--kernel", config.kernel.as_os_str());
+    pair("--initrd", config.initrd.as_os_str());
+    pair("--vcpus", config.vcpus.to_string().as_ref());
+    pair("--memory-mib", config.memory_mib.to_string().as_ref());
+    pair("--cmdline", cmdline.as_ref());
+    pair("--serial", console.as_os_str());
+    pair("--vsock-uds", vsock.as_os_str());
+    pair("--api-sock", api.as_os_str());
+    pair("--fs-dir", share.as_os_str());
+    pair("--fs-tag", SHARE_TAG.as_ref());
+    args
+}
+
 /// The arguments that restore `template` as a pod VM with its own sockets,
 /// console and shared directory.
 pub fn restore_args(
@@ -254,6 +275,32 @@ mod tests {
             args.join(" "),
             "--restore-state /t/state --restore-memory /t/memory --serial /s/console.log \
              --vsock-uds /s/vsock.sock --api-sock /s/api.sock --fs-dir /s/shared"
+        );
+    }
+
+    #[test]
+    fn a_boot_gets_the_configs_guest_and_the_share() {
+        let config = VesselConfig {
+            kernel: "/k/vmlinux".into(),
+            initrd: "/k/agent.cpio".into(),
+            vcpus: 2,
+            memory_mib: 256,
+            ..VesselConfig::default()
+        };
+        let args = boot_args(
+            &config,
+            "vessel.log=info",
+            Path::new("/s/console.log"),
+            Path::new("/s/vsock.sock"),
+            Path::new("/s/api.sock"),
+            Path::new("/s/shared"),
+        );
+        let args: Vec<_> = args.iter().map(|a| a.to_str().unwrap()).collect();
+        assert_eq!(
+            args.join(" "),
+            "--kernel /k/vmlinux --initrd /k/agent.cpio --vcpus 2 --memory-mib 256 \
+             --cmdline vessel.log=info --serial /s/console.log --vsock-uds /s/vsock.sock \
+             --api-sock /s/api.sock --fs-dir /s/shared --fs-tag vessel"
         );
     }
 

@@ -6,8 +6,11 @@
 //! SIGSEGV (kernel-config/README.md, "Lost user-mode writes"). A test can
 //! give [`Cases::retry_host_crashes`] a count of crashed guest processes;
 //! on an emulated-CPL0 host only, a case that fails while that count grew
-//! runs once more, and the retry is printed. A case that fails without a
-//! crash, or fails again, fails. On a hardware host nothing is retried.
+//! runs once more, and the retry is printed. The same holds for a case
+//! that fails because the agent could not decode a request the harness
+//! built well (a ttrpc INVALID_ARGUMENT with protobuf's decode message):
+//! the lost write was in the agent's receive buffer. A case that fails
+//! otherwise, or fails again, fails. On a hardware host nothing is retried.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;
@@ -62,11 +65,16 @@ impl<'a> Cases<'a> {
         let mut outcome = attempt(&mut case);
         if let Err(msg) = &outcome {
             let crashed = self.crash_count().saturating_sub(before);
-            if crashed > 0 {
+            let garbled = self.crashes.is_some() && garbled_request(msg);
+            if crashed > 0 || garbled {
+                let what = match garbled {
+                    true => "the agent received a garbled request".to_owned(),
+                    false => format!("{crashed} guest process(es) crashed"),
+                };
                 eprintln!(
-                    "case {name}: failed while {crashed} guest process(es) crashed \
-                     (the emulated-CPL0 host loses user-mode writes; \
-                     kernel-config/README.md); running it once more. It said: {msg}"
+                    "case {name}: failed while {what} (the emulated-CPL0 host loses \
+                     user-mode writes; kernel-config/README.md); running it once more. \
+                     It said: {msg}"
                 );
                 self.retried.push(name.to_owned());
                 outcome = attempt(&mut case);
@@ -126,6 +134,19 @@ impl<'a> Cases<'a> {
     }
 }
 
+/// Whether `msg` is the agent's ttrpc server refusing a request it could
+/// not decode (protobuf's messages for bytes that are not the message).
+fn garbled_request(msg: &str) -> bool {
+    const DECODE_ERRORS: [&str; 5] = [
+        "Invalid UTF-8 sequence",
+        "Unexpected EOF",
+        "Incorrect tag",
+        "Incorrect varint",
+        "Unknown wire type",
+    ];
+    msg.contains("INVALID_ARGUMENT") && DECODE_ERRORS.iter().any(|e| msg.contains(e))
+}
+
 /// One run of a case: its error, or its panic's message.
 fn attempt(case: &mut impl FnMut() -> Result<()>) -> Result<(), String> {
     match catch_unwind(AssertUnwindSafe(case)) {
@@ -181,6 +202,32 @@ mod tests {
         });
         assert_eq!(runs.get(), 2, "one retry only");
         assert_eq!(cases.failures.len(), 1);
+    }
+
+    #[test]
+    fn a_request_the_agent_could_not_decode_runs_once_more() {
+        let runs = Cell::new(0);
+        let mut cases = Cases::new().retry_when_crashed(true, || 0);
+        cases.run("garbled then pass", || {
+            runs.set(runs.get() + 1);
+            if runs.get() == 1 {
+                bail!(
+                    "agent call WriteStdin failed: rpc status: Status {{ code: INVALID_ARGUMENT, \
+                     message: \"Invalid UTF-8 sequence\" }}"
+                );
+            }
+            Ok(())
+        });
+        assert_eq!((runs.get(), cases.passed), (2, 1));
+        assert!(!garbled_request(
+            "code: INVALID_ARGUMENT, message: \"container id \\\"\\\" is empty\""
+        ));
+        let mut off = Cases::new().retry_when_crashed(false, || 0);
+        off.run("hardware host", || {
+            runs.set(runs.get() + 1);
+            bail!("code: INVALID_ARGUMENT, message: \"Invalid UTF-8 sequence\"")
+        });
+        assert_eq!(runs.get(), 3, "no retry where the host keeps writes");
     }
 
     #[test]

@@ -11,7 +11,7 @@
 use std::path::Path;
 use std::process::Command;
 use std::sync::OnceLock;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use anyhow::{anyhow, ensure, Context, Result};
 use serde_json::json;
@@ -130,21 +130,10 @@ pub fn restore(
     RunningGuest::spawn(&mut cmd)
 }
 
-/// What makes a restored VM its own: the host's clock and fresh entropy.
+/// What makes a restored VM its own: the host's clock and fresh entropy
+/// ([`AgentClient::give_identity`]).
 pub fn give_identity(client: &AgentClient) -> Result<()> {
     client
-        .set_guest_time(SystemTime::now())
-        .context("SetGuestTime")?;
-    client
-        .reseed_random(&host_entropy()?)
-        .context("ReseedRandom")?;
-    Ok(())
-}
-
-/// 64 bytes from the host's random source.
-pub fn host_entropy() -> Result<Vec<u8>> {
-    use std::io::Read;
-    let mut bytes = vec![0u8; 64];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-    Ok(bytes)
+        .give_identity()
+        .context("SetGuestTime and ReseedRandom")
 }

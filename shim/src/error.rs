@@ -104,8 +104,6 @@ pub enum ShimError {
     MakeTemplate(String),
     #[error("VMM API call {request} failed: {reason}")]
     VmmApi { request: String, reason: String },
-    #[error("reading host entropy for the guest")]
-    ReadEntropy(#[source] std::io::Error),
 }
 
 impl ShimError {

@@ -18,7 +18,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use vessel_agent_protocol::AgentClient;
@@ -32,8 +32,6 @@ use crate::sandbox;
 pub const SHARE_TAG: &str = "vessel";
 /// How long one VMM API call may take (a snapshot writes guest memory).
 const API_TIMEOUT: Duration = Duration::from_secs(120);
-/// Bytes of host entropy a restored guest gets.
-const ENTROPY_BYTES: usize = 64;
 
 /// The command line of a pod's guest (without `vessel.share=`, which a
 /// booted guest adds and a restored one gets as MountShare).
@@ -229,17 +227,10 @@ pub fn restore_args(
     .collect()
 }
 
-/// What makes a restored guest this pod's: the host's clock, fresh
-/// entropy, and its share mounted.
+/// What makes a restored guest this pod's: the host's clock and fresh
+/// entropy ([`AgentClient::give_identity`]), and its share mounted.
 pub fn personalise(agent: &AgentClient) -> Result<(), ShimError> {
-    agent
-        .set_guest_time(SystemTime::now())
-        .map_err(ShimError::Agent)?;
-    let mut entropy = [0u8; ENTROPY_BYTES];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut entropy))
-        .map_err(ShimError::ReadEntropy)?;
-    agent.reseed_random(&entropy).map_err(ShimError::Agent)?;
+    agent.give_identity().map_err(ShimError::Agent)?;
     agent.mount_share(SHARE_TAG).map_err(ShimError::Agent)
 }
 

@@ -28,6 +28,9 @@ use crate::AgentServiceClient;
 /// The per-call timeout unless [`AgentClient::with_call_timeout`] says otherwise.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Bytes of host entropy [`AgentClient::give_identity`] sends.
+pub const IDENTITY_ENTROPY_BYTES: usize = 64;
+
 /// The longest handshake reply line we read.
 const MAX_REPLY_LEN: usize = 128;
 /// First and last pause between connection attempts.
@@ -81,6 +84,9 @@ pub enum ClientError {
     /// The time to set lies before the Unix epoch.
     #[error("the time to set lies before the Unix epoch")]
     TimeBeforeEpoch,
+    /// The host's random source could not be read.
+    #[error("cannot read host entropy from /dev/urandom")]
+    ReadEntropy(#[source] io::Error),
 }
 
 impl ClientError {
@@ -260,6 +266,19 @@ impl AgentClient {
             self.service.set_hostname(self.context(), &req),
         )?;
         Ok(())
+    }
+
+    /// What makes a guest restored from a template its own: the host's
+    /// clock (`SetGuestTime`) and [`IDENTITY_ENTROPY_BYTES`] fresh bytes of
+    /// host entropy (`ReseedRandom`), since two VMs of one template must
+    /// never share random numbers.
+    pub fn give_identity(&self) -> Result<(), ClientError> {
+        self.set_guest_time(SystemTime::now())?;
+        let mut entropy = [0u8; IDENTITY_ENTROPY_BYTES];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut entropy))
+            .map_err(ClientError::ReadEntropy)?;
+        self.reseed_random(&entropy)
     }
 
     /// `ReseedRandom`: adds host entropy to the guest's pool, credited.

@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use tracing::level_filters::LevelFilter;
+use vessel_agent_protocol::contract::CMDLINE_LOG;
 
 use crate::sys::Sys;
 
@@ -15,7 +16,7 @@ pub const DEFAULT_LEVEL: LevelFilter = LevelFilter::INFO;
 pub fn level_from_cmdline(cmdline: &str) -> (LevelFilter, Option<String>) {
     let Some(value) = cmdline
         .split_whitespace()
-        .filter_map(|arg| arg.strip_prefix("vessel.log="))
+        .filter_map(|arg| arg.strip_prefix(CMDLINE_LOG))
         .next_back()
     else {
         return (DEFAULT_LEVEL, None);

@@ -199,7 +199,7 @@ fn container_engine(reaper: Arc<reaper::Reaper>, sys: &dyn Sys) -> container::En
 /// `--listen`: serve on a host socket with [`HostSys`]; Shutdown exits.
 fn run_host(addr: &str) -> ExitCode {
     let level = std::env::var("VESSEL_LOG").unwrap_or_default();
-    let (level, _) = logging::level_from_cmdline(&format!("vessel.log={level}"));
+    let (level, _) = logging::level_from_cmdline(&vessel_agent_protocol::contract::log_arg(&level));
     logging::init(level);
     let guest = Guest::new(Arc::new(HostSys));
     match server::start(addr, server::Service::new(guest, None)) {

@@ -10,8 +10,8 @@ use std::path::Path;
 use crate::init::MountError;
 use crate::sys::{Mount, Sys};
 
-/// Where the share is mounted.
-pub const SHARED_DIR: &str = "/run/vessel/shared";
+/// Where the share is mounted (the guest contract's).
+pub use vessel_agent_protocol::contract::SHARED_DIR;
 /// Its parent, created first (`/run` is a fresh tmpfs).
 const PARENT: &str = "/run/vessel";
 /// The longest virtio-fs tag (the device's config space holds 36 bytes).
@@ -22,8 +22,8 @@ pub fn valid_tag(tag: &str) -> bool {
     !tag.is_empty() && tag.len() <= MAX_TAG_LEN && !tag.contains('\0')
 }
 
-/// The command-line key naming the share's tag.
-pub const CMDLINE_KEY: &str = "vessel.share=";
+/// The command-line key naming the share's tag (the guest contract's).
+pub use vessel_agent_protocol::contract::CMDLINE_SHARE as CMDLINE_KEY;
 
 /// The tag `cmdline` names, if any (the last one wins, like the kernel's
 /// own parameters).

@@ -20,19 +20,17 @@
 //! The harness builds the release vessel-vmm it runs (`target/harness/`).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use serde_json::json;
 use tempfile::TempDir;
 use vessel_agent_protocol::AgentClient;
 use vessel_integration::agent::BOOT_TIMEOUT;
-use vessel_integration::vmm_api::VmmApi;
 use vessel_integration::{
-    agent_initramfs, connect_while_running, guest_kernel, positive_flag, vessel_vmm, GuestSpec,
-    Runner, RunningGuest,
+    agent_initramfs, connect_while_running, guest_kernel, positive_flag, vessel_vmm, ApiClient,
+    BootSpec, Endpoints, RestoreSpec, RunningGuest,
 };
+use vessel_vmm_client::{Launch, VmmCommand};
 
 const MEMORY_MIB: u32 = 256;
 const EXIT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -50,8 +48,11 @@ struct Vm {
 }
 
 impl Vm {
-    fn api(&self) -> Result<VmmApi> {
-        VmmApi::connect(&self.dir.path().join("api.sock"))
+    fn api(&self) -> Result<ApiClient> {
+        Ok(ApiClient::connect(
+            &self.dir.path().join("api.sock"),
+            Duration::from_secs(60),
+        )?)
     }
 
     fn pss_kib(&self) -> Result<u64> {
@@ -71,27 +72,26 @@ impl Vm {
     }
 }
 
-/// Spawns `cmd`, whose vsock socket is `dir/vsock.sock`, and waits for the
-/// agent's first answer.
-fn start(mut cmd: Command, dir: TempDir) -> Result<Vm> {
+/// The sockets of a VM in `dir`, its console on the VMM's stdout.
+fn endpoints(dir: &TempDir) -> Endpoints {
+    Endpoints {
+        serial: None,
+        ..Endpoints::in_dir(dir.path())
+    }
+}
+
+/// Starts `launch`, whose sockets are in `dir`, and waits for the agent's
+/// first answer.
+fn start(launch: Launch, dir: TempDir) -> Result<Vm> {
     let uds = dir.path().join("vsock.sock");
+    let mut cmd = VmmCommand::new(vessel_vmm()?).command(&launch);
+    cmd.env("RUST_LOG", "vessel_vmm=info");
     let spawned = Instant::now();
     let mut guest = RunningGuest::spawn(&mut cmd)?;
-    let client =
-        connect_while_running(&mut guest, &uds, BOOT_TIMEOUT)?.with_call_timeout(CALL_TIMEOUT);
-    if let Err(err) = client.check() {
-        anyhow::bail!(
-            "Check: {err:?}\nVMM log:\n{}\nconsole tail:\n{}",
-            guest.vmm_log(),
-            guest
-                .console()
-                .lines()
-                .rev()
-                .take(20)
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
-    }
+    let client = match connect_while_running(&mut guest, &uds, BOOT_TIMEOUT, CALL_TIMEOUT) {
+        Ok(client) => client,
+        Err(err) => anyhow::bail!("{err:#}\nVMM log:\n{}", guest.vmm_log()),
+    };
     let to_answer = spawned.elapsed();
     Ok(Vm {
         guest,
@@ -103,28 +103,18 @@ fn start(mut cmd: Command, dir: TempDir) -> Result<Vm> {
 
 fn boot() -> Result<Vm> {
     let dir = tempfile::tempdir()?;
-    let mut spec = GuestSpec::new(guest_kernel()?, agent_initramfs()?);
+    let mut spec = BootSpec::new(guest_kernel()?, agent_initramfs()?);
     spec.vcpus = 2;
     spec.memory_mib = MEMORY_MIB;
-    spec.vsock_uds = Some(dir.path().join("vsock.sock"));
-    spec.api_sock = Some(dir.path().join("api.sock"));
-    let cmd = Runner::VesselVmm.command(&spec, vessel_vmm::profile::HostProfile::detect()?)?;
-    start(cmd, dir)
+    spec.endpoints = endpoints(&dir);
+    start(Launch::Boot(spec), dir)
 }
 
 fn restore(state: &Path, memory: &Path) -> Result<Vm> {
     let dir = tempfile::tempdir()?;
-    let mut cmd = Command::new(vessel_vmm()?);
-    cmd.arg("--restore-state")
-        .arg(state)
-        .arg("--restore-memory")
-        .arg(memory)
-        .arg("--vsock-uds")
-        .arg(dir.path().join("vsock.sock"))
-        .arg("--api-sock")
-        .arg(dir.path().join("api.sock"))
-        .env("RUST_LOG", "vessel_vmm=info");
-    start(cmd, dir)
+    let mut spec = RestoreSpec::new(state, memory);
+    spec.endpoints = endpoints(&dir);
+    start(Launch::Restore(spec), dir)
 }
 
 /// The VMM's own restore time, from its "snapshot restored" log line.
@@ -183,18 +173,18 @@ fn main() -> Result<()> {
         std::thread::sleep(Duration::from_secs(idle.parse()?));
     }
     let mut api = booted[0].api()?;
-    api.call("pause")?;
-    let reply = api.call_json(&json!({"action": "snapshot", "state": state, "memory": memory}))?;
+    api.pause()?;
+    let info = api.snapshot(&state, &memory)?;
     println!(
         "snapshot: {} ms in the VMM; state {} bytes, memory file {} MiB ({} MiB on disk)",
-        reply["millis"],
-        reply["state_bytes"],
-        reply["memory_bytes"].as_u64().unwrap_or(0) >> 20,
+        info.millis,
+        info.state_bytes,
+        info.memory_bytes >> 20,
         std::fs::metadata(&memory)
             .map(|m| (std::os::unix::fs::MetadataExt::blocks(&m) * 512) >> 20)
             .unwrap_or(0)
     );
-    api.call("resume")?;
+    api.resume()?;
     drop(api);
     let boot_times: Vec<Duration> = booted.iter().map(|vm| vm.to_answer).collect();
     for vm in booted {

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use vessel_integration::report::START_MARKER;
-use vessel_integration::{guest_kernel, positive_flag, test_initramfs, GuestSpec, Runner};
-use vessel_vmm::profile::HostProfile;
+use vessel_integration::{guest_kernel, positive_flag, test_initramfs, BootSpec, Runner};
+use vessel_vmm_client::HostProfile;
 
 /// Longest a VMM may take from spawn to exit.
 const TIMEOUT: Duration = Duration::from_secs(300);
@@ -72,7 +72,7 @@ fn main() -> Result<()> {
     let rounds = positive_flag("--rounds", 3, "bench_vmm [--rounds N]")? as usize;
     let profile = HostProfile::detect()?;
     eprintln!("bench_vmm: building (or reusing) the guest kernel and initramfs");
-    let mut spec = GuestSpec::new(guest_kernel()?, test_initramfs()?);
+    let mut spec = BootSpec::new(guest_kernel()?, test_initramfs()?);
     spec.vcpus = 1;
     spec.memory_mib = MEMORY_MIB;
 
@@ -162,7 +162,7 @@ fn median(mut values: Vec<f64>) -> f64 {
 }
 
 /// Boots one guest with `cmd` and measures it.
-fn measure(runner: Runner, spec: &GuestSpec, memory_kib: u64) -> Result<Sample> {
+fn measure(runner: Runner, spec: &BootSpec, memory_kib: u64) -> Result<Sample> {
     let guest = runner.spawn(spec)?;
     let pid = guest.pid();
     let deadline = Instant::now() + TIMEOUT;

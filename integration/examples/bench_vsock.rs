@@ -24,8 +24,8 @@ fn fnv1a(hash: u64, bytes: &[u8]) -> u64 {
         (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
     })
 }
-use vessel_integration::{guest_kernel, positive_flag, test_initramfs, GuestSpec, Runner};
-use vessel_vmm::profile::HostProfile;
+use vessel_integration::{guest_kernel, positive_flag, test_initramfs, BootSpec, Runner};
+use vessel_vmm_client::HostProfile;
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -33,12 +33,12 @@ fn main() -> Result<()> {
     let mib = positive_flag("--mib", 4, "bench_vsock [--mib N]")?;
     let dir = tempfile::tempdir()?;
     let uds = dir.path().join("vsock.sock");
-    let mut spec = GuestSpec::new(guest_kernel()?, test_initramfs()?);
+    let mut spec = BootSpec::new(guest_kernel()?, test_initramfs()?);
     // Two, or one where the host loses writes with more.
     spec.vcpus = HostProfile::detect()?.workload_vcpus(2);
     spec.memory_mib = 256;
-    spec.extra_cmdline = "vessel.test=vsock-sink".into();
-    spec.vsock_uds = Some(uds.clone());
+    spec.cmdline = "vessel.test=vsock-sink".into();
+    spec.endpoints.vsock_uds = Some(uds.clone());
     eprintln!("bench_vsock: booting the guest (about 30 s on an emulated-CPL0 host)");
     let mut guest = Runner::VesselVmm.spawn(&spec)?;
     guest.wait_for_console("VESSEL-VSOCK-SINK-READY", BOOT_TIMEOUT)?;

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::{ensure, Result};
 use vessel_integration::containerd::{Containerd, RUNTIME};
-use vessel_vmm::profile::HostProfile;
+use vessel_vmm_client::HostProfile;
 
 fn main() -> Result<()> {
     eprintln!(

@@ -10,18 +10,19 @@ use anyhow::{bail, ensure, Context, Result};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 use vessel_agent_protocol::agent::{CreateContainerRequest, StatsContainerResponse};
-use vessel_agent_protocol::{AgentClient, ClientError, AGENT_VSOCK_PORT};
+use vessel_agent_protocol::contract::{self, SHARE_TAG};
+use vessel_agent_protocol::{AgentClient, ClientError};
+use vessel_vmm_client::{connect_agent, BootSpec, FsSpec};
 
 use crate::build::guest_kernel;
-use crate::guest::{GuestSpec, Runner, RunningGuest};
+use crate::guest::{Runner, RunningGuest};
 use crate::rootfs::{agent_initramfs_with_rootfs, oci_spec, GUEST_BUSYBOX_ROOTFS};
 use crate::template;
 
-/// Where the agent mounts a virtio-fs share (the agent's `SHARED_DIR`).
-pub const SHARED_DIR: &str = "/run/vessel/shared";
+/// Where the agent mounts a virtio-fs share (the guest contract's).
+pub use vessel_agent_protocol::contract::SHARED_DIR;
 
-/// Boot to a listening agent takes 30-40 s on an emulated-CPL0 host.
-pub const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
+pub use crate::guest::BOOT_TIMEOUT;
 /// What one ReadStdout/ReadStderr asks for.
 pub const READ_CHUNK: u32 = 64 * 1024;
 
@@ -32,31 +33,21 @@ pub const READ_CHUNK: u32 = 64 * 1024;
 /// far larger chunks.
 pub const STDIN_CHUNK: usize = 3000;
 
-/// Connects to the agent through the VMM's hybrid vsock socket `uds`,
-/// retrying while the VMM runs, at most `timeout`; a VMM that exits first
-/// fails at once, with its console.
+/// Connects to the agent through the VMM's hybrid vsock socket `uds`
+/// (`vessel_vmm_client::connect_agent`: retrying while the VMM runs, at most
+/// `timeout`, then one Check); a VMM that exits first fails at once. The
+/// error shows the console. Calls, the first Check included, time out after
+/// `call_timeout`.
 pub fn connect_while_running(
     guest: &mut RunningGuest,
     uds: &Path,
     timeout: Duration,
+    call_timeout: Duration,
 ) -> Result<AgentClient> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match AgentClient::connect(uds, AGENT_VSOCK_PORT, Duration::from_secs(5)) {
-            Ok(client) => return Ok(client),
-            Err(err) => {
-                if let Some(status) = guest.exited()? {
-                    bail!(
-                        "the VMM exited with {status} before the agent answered:\n{}",
-                        guest.console()
-                    );
-                }
-                if Instant::now() >= deadline {
-                    return Err(err).with_context(|| format!("console:\n{}", guest.console()));
-                }
-            }
-        }
-    }
+    guest
+        .process()
+        .connect_agent(uds, timeout, call_timeout)
+        .with_context(|| format!("console:\n{}", guest.console()))
 }
 
 /// A running VM (vessel-vmm, 512 MiB, 2 vCPUs or 1 on an emulated-CPL0 host) whose PID 1 is the agent and
@@ -119,14 +110,9 @@ impl AgentVm {
         let uds = dir.path().join("vsock.sock");
         let api_sock = dir.path().join("api.sock");
         let mut guest = template::restore(&template, &uds, &api_sock, share)?;
-        let client =
-            connect_while_running(&mut guest, &uds, BOOT_TIMEOUT)?.with_call_timeout(call_timeout);
-        template::give_identity(&client)?;
-        if share.is_some() {
-            client
-                .mount_share(template::SHARE_TAG)
-                .context("MountShare")?;
-        }
+        let client = connect_while_running(&mut guest, &uds, BOOT_TIMEOUT, call_timeout)?;
+        vessel_vmm_client::template::adopt(&client, share.map(|_| SHARE_TAG))
+            .context("SetGuestTime, ReseedRandom and MountShare")?;
         Ok(AgentVm {
             guest,
             client,
@@ -138,7 +124,7 @@ impl AgentVm {
     fn boot_with(call_timeout: Duration, share: Option<&Path>) -> Result<AgentVm> {
         let dir = tempfile::tempdir()?;
         let uds = dir.path().join("vsock.sock");
-        let mut spec = GuestSpec::new(guest_kernel()?, agent_initramfs_with_rootfs()?);
+        let mut spec = BootSpec::new(guest_kernel()?, agent_initramfs_with_rootfs()?);
         spec.vcpus = template::agent_vm_vcpus()?;
         // VESSEL_GUEST_VCPUS=N: that many anyway, to study the host.
         if let Some(n) = std::env::var("VESSEL_GUEST_VCPUS")
@@ -148,25 +134,24 @@ impl AgentVm {
             spec.vcpus = n;
         }
         spec.memory_mib = template::AGENT_VM_MEMORY_MIB;
-        spec.vsock_uds = Some(uds.clone());
-        spec.api_sock = Some(dir.path().join("api.sock"));
+        spec.endpoints.vsock_uds = Some(uds.clone());
+        spec.endpoints.api_sock = Some(dir.path().join("api.sock"));
         // VESSEL_GUEST_LOG=debug: the agent's log level, for debugging.
         if let Ok(level) = std::env::var("VESSEL_GUEST_LOG") {
-            spec.extra_cmdline = format!("vessel.log={level}");
+            spec.cmdline = contract::log_arg(&level);
         }
         // VESSEL_GUEST_CMDLINE="loglevel=7 print-fatal-signals=1": more
         // kernel arguments, for debugging.
         if let Ok(extra) = std::env::var("VESSEL_GUEST_CMDLINE") {
-            spec.extra_cmdline.push_str(&format!(" {extra}"));
+            spec.cmdline.push_str(&format!(" {extra}"));
         }
         if let Some(share) = share {
-            spec.fs_dir = Some(share.to_path_buf());
-            spec.extra_cmdline
-                .push_str(&format!(" vessel.share={}", spec.fs_tag));
+            spec.fs = Some(FsSpec::new(share, SHARE_TAG));
+            spec.cmdline
+                .push_str(&format!(" {}", contract::share_arg(SHARE_TAG)));
         }
         let mut guest = Runner::VesselVmm.spawn(&spec)?;
-        let client =
-            connect_while_running(&mut guest, &uds, BOOT_TIMEOUT)?.with_call_timeout(call_timeout);
+        let client = connect_while_running(&mut guest, &uds, BOOT_TIMEOUT, call_timeout)?;
         Ok(AgentVm {
             guest,
             client,
@@ -188,10 +173,8 @@ impl AgentVm {
     /// an emulated-CPL0 host a large request arriving while it does so can
     /// be spoiled (agent/README.md).
     pub fn connect(&self, call_timeout: Duration) -> Result<AgentClient> {
-        let client = AgentClient::connect(&self.uds, AGENT_VSOCK_PORT, Duration::from_secs(30))?
-            .with_call_timeout(call_timeout);
-        client.check().context("Check on a new connection")?;
-        Ok(client)
+        connect_agent(&self.uds, Duration::from_secs(30), call_timeout, || false)
+            .context("a further connection")
     }
 
     /// The VMM's API socket.

@@ -16,7 +16,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;
 
 use anyhow::{anyhow, Result};
-use vessel_vmm::profile::HostProfile;
+use vessel_vmm_client::HostProfile;
 
 type CrashCount<'a> = Box<dyn Fn() -> usize + 'a>;
 

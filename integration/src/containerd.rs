@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use tempfile::TempDir;
-use vessel_vmm::profile::HostProfile;
+use vessel_vmm_client::HostProfile;
 
 use crate::build::{agent_initramfs, cache_dir, guest_kernel, host_binary, vessel_vmm};
 use crate::image::{demo_image_archive, DEMO_IMAGE};

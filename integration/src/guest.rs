@@ -1,52 +1,22 @@
 //! Running a guest under a VMM with a timeout, capturing the serial console.
-//! The VMM process is killed if the run is dropped early.
+//! What to boot is a `vessel_vmm_client::BootSpec` (for QEMU too: its
+//! kernel, initramfs, size and command line); the VMM process is the
+//! client's `VmmProcess`, killed if the run is dropped early.
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
-use vessel_vmm::profile::HostProfile;
+use anyhow::{bail, Result};
+use vessel_vmm_client::{BootSpec, HostProfile, Launch, VmmCommand, VmmProcess};
 
 use crate::build::vessel_vmm;
 use crate::report::START_MARKER;
 
-/// What to boot.
-#[derive(Debug, Clone)]
-pub struct GuestSpec {
-    pub kernel: PathBuf,
-    pub initrd: PathBuf,
-    pub vcpus: u8,
-    pub memory_mib: u32,
-    /// Appended to the profile's default command line.
-    pub extra_cmdline: String,
-    /// vessel-vmm only: `--api-sock`.
-    pub api_sock: Option<PathBuf>,
-    /// vessel-vmm only: `--vsock-uds`, the host side of the guest's vsock.
-    pub vsock_uds: Option<PathBuf>,
-    /// vessel-vmm only: `--fs-dir` (and `--fs-tag`), a virtio-fs share.
-    pub fs_dir: Option<PathBuf>,
-    pub fs_tag: String,
-}
-
-impl GuestSpec {
-    pub fn new(kernel: PathBuf, initrd: PathBuf) -> Self {
-        Self {
-            kernel,
-            initrd,
-            vcpus: 1,
-            memory_mib: 128,
-            extra_cmdline: String::new(),
-            api_sock: None,
-            vsock_uds: None,
-            fs_dir: None,
-            fs_tag: "vessel".into(),
-        }
-    }
-}
+/// Boot to a listening agent takes 30-40 s on an emulated-CPL0 host.
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// QEMU's microvm does not announce virtio-mmio devices on the command line
 /// of a PVH-booted vmlinux. With `acpi=off` (our guest has no ACPI, and with
@@ -79,13 +49,13 @@ pub struct GuestOutput {
 
 impl Runner {
     /// The command that boots `spec` on this host.
-    pub fn command(self, spec: &GuestSpec, profile: HostProfile) -> Result<Command> {
+    pub fn command(self, spec: &BootSpec, profile: HostProfile) -> Result<Command> {
         Ok(match self {
             Runner::QemuMicrovm => {
                 let cmdline = format!(
                     "{} quiet {QEMU_VIRTIO_RNG_ARG} {}",
                     profile.default_cmdline(),
-                    spec.extra_cmdline
+                    spec.cmdline
                 );
                 let mut cmd = Command::new("qemu-system-x86_64");
                 cmd.args([
@@ -122,39 +92,19 @@ impl Runner {
             }
             Runner::VesselVmm => {
                 // vessel-vmm adds the profile's default command line itself.
-                let mut cmd = Command::new(vessel_vmm()?);
-                cmd.arg("--kernel")
-                    .arg(&spec.kernel)
-                    .arg("--initrd")
-                    .arg(&spec.initrd)
-                    .args(["--vcpus", &spec.vcpus.to_string()])
-                    .args(["--memory-mib", &spec.memory_mib.to_string()]);
-                if !spec.extra_cmdline.trim().is_empty() {
-                    cmd.args(["--cmdline", spec.extra_cmdline.trim()]);
-                }
-                if let Some(sock) = &spec.api_sock {
-                    cmd.arg("--api-sock").arg(sock);
-                }
-                if let Some(uds) = &spec.vsock_uds {
-                    cmd.arg("--vsock-uds").arg(uds);
-                }
-                if let Some(dir) = &spec.fs_dir {
-                    cmd.arg("--fs-dir").arg(dir);
-                    cmd.args(["--fs-tag", &spec.fs_tag]);
-                }
-                cmd
+                VmmCommand::new(vessel_vmm()?).command(&Launch::Boot(spec.clone()))
             }
         })
     }
 
     /// Starts the VMM on `spec`.
-    pub fn spawn(self, spec: &GuestSpec) -> Result<RunningGuest> {
+    pub fn spawn(self, spec: &BootSpec) -> Result<RunningGuest> {
         let mut cmd = self.command(spec, HostProfile::detect()?)?;
         RunningGuest::spawn(&mut cmd)
     }
 
     /// Boots `spec` and waits for the VMM to exit, at most `timeout`.
-    pub fn run(self, spec: &GuestSpec, timeout: Duration) -> Result<GuestOutput> {
+    pub fn run(self, spec: &BootSpec, timeout: Duration) -> Result<GuestOutput> {
         self.spawn(spec)?.wait(timeout)
     }
 }
@@ -162,7 +112,7 @@ impl Runner {
 /// A VMM process with threads draining its stdout and stderr. Dropping it
 /// kills the process, so a failing test leaves no VM behind.
 pub struct RunningGuest {
-    child: Child,
+    process: VmmProcess,
     start: Instant,
     console: Arc<Mutex<(String, Option<Duration>)>>,
     readers: Vec<JoinHandle<()>>,
@@ -176,13 +126,11 @@ impl RunningGuest {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let start = Instant::now();
-        let mut child = cmd
-            .spawn()
-            .with_context(|| format!("start {:?}", cmd.get_program()))?;
+        let mut process = VmmProcess::spawn(cmd)?;
         let console = Arc::new(Mutex::new((String::new(), None)));
         let stderr = Arc::new(Mutex::new(String::new()));
         let mut readers = Vec::new();
-        if let Some(out) = child.stdout.take() {
+        if let Some(out) = process.take_stdout() {
             let console = Arc::clone(&console);
             readers.push(std::thread::spawn(move || {
                 for line in BufReader::new(out).split(b'\n').map_while(Result::ok) {
@@ -196,7 +144,7 @@ impl RunningGuest {
                 }
             }));
         }
-        if let Some(err) = child.stderr.take() {
+        if let Some(err) = process.take_stderr() {
             let stderr = Arc::clone(&stderr);
             readers.push(std::thread::spawn(move || {
                 for line in BufReader::new(err).lines().map_while(Result::ok) {
@@ -207,7 +155,7 @@ impl RunningGuest {
             }));
         }
         Ok(Self {
-            child,
+            process,
             start,
             console,
             readers,
@@ -217,7 +165,12 @@ impl RunningGuest {
 
     /// The VMM's process id.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.pid()
+    }
+
+    /// The VMM process, to wait for, kill or reach its agent.
+    pub fn process(&mut self) -> &mut VmmProcess {
+        &mut self.process
     }
 
     /// The console so far.
@@ -244,14 +197,14 @@ impl RunningGuest {
 
     /// The VMM's exit status, if it has exited.
     pub fn exited(&mut self) -> Result<Option<ExitStatus>> {
-        self.child.try_wait().context("wait for the VMM")
+        Ok(self.process.try_wait()?)
     }
 
     /// Waits until the console shows `text`, at most `timeout`.
     pub fn wait_for_console(&mut self, text: &str, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         while !self.console().contains(text) {
-            if let Some(status) = self.child.try_wait().context("wait for the VMM")? {
+            if let Some(status) = self.exited()? {
                 bail!(
                     "the VMM exited with {status} before {text:?}:\n{}",
                     self.console()
@@ -272,7 +225,7 @@ impl RunningGuest {
     pub fn wait(mut self, timeout: Duration) -> Result<GuestOutput> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(status) = self.child.try_wait().context("wait for the VMM")? {
+            if let Some(status) = self.exited()? {
                 let (console, to_init_marker, stderr) = self.collect();
                 let elapsed = self.start.elapsed();
                 return Ok(GuestOutput {
@@ -284,8 +237,7 @@ impl RunningGuest {
                 });
             }
             if Instant::now() >= deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
+                let _ = self.process.kill();
                 let (console, _, stderr) = self.collect();
                 let tail: Vec<&str> = console.lines().rev().take(20).collect();
                 let tail: Vec<&str> = tail.into_iter().rev().collect();
@@ -313,14 +265,5 @@ impl RunningGuest {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         (console.0, console.1, stderr)
-    }
-}
-
-impl Drop for RunningGuest {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
     }
 }

@@ -15,18 +15,19 @@ pub mod pty;
 pub mod report;
 pub mod rootfs;
 pub mod template;
-pub mod vmm_api;
 
 pub use agent::{connect_while_running, AgentVm, Container};
 pub use build::{
     agent_initramfs, guest_kernel, host_binary, static_binary, test_initramfs, vessel_vmm,
 };
 pub use cases::Cases;
-pub use guest::{GuestOutput, GuestSpec, Runner, RunningGuest};
+pub use guest::{GuestOutput, Runner, RunningGuest};
 pub use report::Report;
 pub use rootfs::{
     agent_initramfs_with_rootfs, busybox_rootfs, oci_spec, runc_bundle, GUEST_BUSYBOX_ROOTFS,
 };
+/// What to boot, and the VMM's API client: the client crate's, re-exported.
+pub use vessel_vmm_client::{ApiClient, BootSpec, Endpoints, FsSpec, RestoreSpec, VmState};
 
 /// The value of the one optional `flag N` (a positive number) an example
 /// takes, or `default`; anything else on the command line is an error.

@@ -11,13 +11,15 @@ use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, ensure, Context, Result};
-use vessel_agent_protocol::client::{handshake, AgentClient, ClientError};
+use vessel_agent_protocol::client::{handshake, AgentClient, ClientError, DEFAULT_CALL_TIMEOUT};
+use vessel_agent_protocol::AGENT_VSOCK_PORT;
 use vessel_integration::agent::BOOT_TIMEOUT;
-use vessel_integration::{agent_initramfs, connect_while_running, guest_kernel, GuestSpec, Runner};
-use vessel_vmm::profile::HostProfile;
+use vessel_integration::{agent_initramfs, connect_while_running, guest_kernel, BootSpec, Runner};
+use vessel_vmm_client::HostProfile;
 
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
-const AGENT_PORT: u32 = 1024;
+/// The guest contract's agent port.
+const AGENT_PORT: u32 = AGENT_VSOCK_PORT;
 
 fn raw_connect(uds: &Path) -> Result<UnixStream> {
     let deadline = Instant::now() + STEP_TIMEOUT;
@@ -48,11 +50,11 @@ fn expect_closed(mut stream: UnixStream, what: &str) -> Result<()> {
 fn agent_answers_over_hybrid_vsock() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let uds = dir.path().join("vsock.sock");
-    let mut spec = GuestSpec::new(guest_kernel()?, agent_initramfs()?);
+    let mut spec = BootSpec::new(guest_kernel()?, agent_initramfs()?);
     // Two, or one where the host loses writes with more.
     spec.vcpus = HostProfile::detect()?.workload_vcpus(2);
     spec.memory_mib = 256;
-    spec.vsock_uds = Some(uds.clone());
+    spec.endpoints.vsock_uds = Some(uds.clone());
     let mut guest = Runner::VesselVmm.spawn(&spec)?;
 
     // A connection before the agent is up is refused, not hung.
@@ -66,7 +68,7 @@ fn agent_answers_over_hybrid_vsock() -> Result<()> {
     }
 
     // The client retries until the agent listens.
-    let client = connect_while_running(&mut guest, &uds, BOOT_TIMEOUT)?;
+    let client = connect_while_running(&mut guest, &uds, BOOT_TIMEOUT, DEFAULT_CALL_TIMEOUT)?;
     client.check().context("Check")?;
     let version = client.version().context("Version")?;
     ensure!(version.api_version == "vessel.agent.v1", "{version:?}");

@@ -5,14 +5,14 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use vessel_integration::{guest_kernel, test_initramfs, GuestSpec, Report, Runner};
+use vessel_integration::{guest_kernel, test_initramfs, BootSpec, Report, Runner};
 
 /// A boot reaches /init in about 30 s here; leave room for a slower CI host.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 
 #[test]
 fn kernel_boots_test_init_under_qemu_microvm() -> Result<()> {
-    let mut spec = GuestSpec::new(guest_kernel()?, test_initramfs()?);
+    let mut spec = BootSpec::new(guest_kernel()?, test_initramfs()?);
     spec.vcpus = 2;
     spec.memory_mib = 256;
     let out = Runner::QemuMicrovm.run(&spec, BOOT_TIMEOUT)?;

@@ -36,10 +36,12 @@ use tempfile::TempDir;
 use vessel_agent_protocol::AgentClient;
 use vessel_integration::agent::{container_spec, create_request, expect_refusal};
 use vessel_integration::rootfs::busybox_rootfs;
-use vessel_integration::vmm_api::VmmApi;
-use vessel_integration::{static_binary, AgentVm, Cases};
+use vessel_integration::{static_binary, AgentVm, ApiClient, Cases, VmState};
+use vessel_vmm_client::{ApiClientError, Request};
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long the VMM's API socket may take to appear.
+const API_WAIT: Duration = Duration::from_secs(60);
 const SECRET: &str = "vessel-host-secret-7f3a";
 /// vessel-fsprobe in the busybox rootfs (`rootfs::GUEST_FSPROBE`).
 const FSPROBE: &str = "/bin/fsprobe";
@@ -183,19 +185,18 @@ fn mounted_share(client: &AgentClient, vm: &AgentVm) -> Result<()> {
         code == Some(ttrpc::Code::FAILED_PRECONDITION) && text.contains("is mounted"),
         "MountShare of another tag: {code:?} {text}"
     );
-    let mut api = VmmApi::connect(&vm.api_sock())?;
-    api.call("pause")?;
+    let mut api = ApiClient::connect(&vm.api_sock(), API_WAIT)?;
+    ensure!(api.pause()? == VmState::Paused);
     let dir = tempfile::tempdir()?;
-    let reply = api.request(&json!({
-        "action": "snapshot",
-        "state": dir.path().join("state"),
-        "memory": dir.path().join("memory"),
-    }))?;
-    api.call("resume")?;
-    let error = reply["error"].as_str().unwrap_or_default();
+    let reply = api.request(&Request::Snapshot {
+        state: dir.path().join("state"),
+        memory: dir.path().join("memory"),
+    })?;
+    ensure!(api.resume()? == VmState::Running);
+    let error = reply.error.clone().unwrap_or_default();
     ensure!(
-        reply["ok"] == false && error.contains("the guest has mounted the virtio-fs share"),
-        "a snapshot of a VM with a mounted share: {reply}"
+        !reply.ok && error.contains("the guest has mounted the virtio-fs share"),
+        "a snapshot of a VM with a mounted share: {reply:?}"
     );
     ensure!(
         fs::read_dir(dir.path())?.next().is_none(),
@@ -357,17 +358,15 @@ fn bind_escape(client: &AgentClient) -> Result<()> {
 }
 
 fn hot_rootfs(client: &AgentClient, vm: &AgentVm, host: &Host) -> Result<()> {
-    let mut api = VmmApi::connect(&vm.api_sock())?;
+    let mut api = ApiClient::connect(&vm.api_sock(), API_WAIT)?;
     let rootfs = busybox_rootfs()?;
     let target = "containers/hot/rootfs";
-    api.call_json(&json!({
-        "action": "fs_add",
-        "source": rootfs,
-        "target": target,
-        "readonly": true,
-    }))?;
-    let listed = api.call("fs_list")?;
-    ensure!(listed.to_string().contains(target), "fs_list: {listed}");
+    api.fs_add(&rootfs, target, true)?;
+    let listed = api.fs_list()?;
+    ensure!(
+        listed.iter().any(|m| m.target == target && m.readonly),
+        "fs_list: {listed:?}"
+    );
 
     let mut req = create_request("fs-hot", &container_spec(&["echo", "from the share"]));
     req.rootfs_path = target.into();
@@ -396,19 +395,20 @@ fn hot_rootfs(client: &AgentClient, vm: &AgentVm, host: &Host) -> Result<()> {
         "a write to a read-only hot-added rootfs succeeded"
     );
 
-    api.call_json(&json!({ "action": "fs_remove", "target": target }))?;
+    api.fs_remove(target)?;
     ensure!(
         !host.share().join(target).exists(),
         "fs_remove left the mount point"
     );
-    let err = api.request(&json!({ "action": "fs_remove", "target": target }))?;
-    ensure!(err["ok"] == false, "a second fs_remove succeeded: {err}");
-    let bad = api.request(&json!({
-        "action": "fs_add", "source": rootfs, "target": "../escape", "readonly": true,
-    }))?;
+    let err = api.fs_remove(target);
     ensure!(
-        bad["ok"] == false,
-        "fs_add outside the share succeeded: {bad}"
+        matches!(err, Err(ApiClientError::Refused { .. })),
+        "a second fs_remove was not refused: {err:?}"
+    );
+    let bad = api.fs_add(&rootfs, "../escape", true);
+    ensure!(
+        matches!(bad, Err(ApiClientError::Refused { .. })),
+        "fs_add outside the share was not refused: {bad:?}"
     );
     Ok(())
 }

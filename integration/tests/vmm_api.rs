@@ -4,8 +4,7 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Result};
-use vessel_integration::vmm_api::VmmApi as Api;
-use vessel_integration::{guest_kernel, test_initramfs, GuestSpec, Runner};
+use vessel_integration::{guest_kernel, test_initramfs, ApiClient, BootSpec, Runner, VmState};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -13,18 +12,18 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 fn api_pauses_resumes_and_shuts_down_the_vm() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let sock = dir.path().join("api.sock");
-    let mut spec = GuestSpec::new(guest_kernel()?, test_initramfs()?);
+    let mut spec = BootSpec::new(guest_kernel()?, test_initramfs()?);
     spec.vcpus = 2;
-    spec.api_sock = Some(sock.clone());
+    spec.endpoints.api_sock = Some(sock.clone());
     let guest = Runner::VesselVmm.spawn(&spec)?;
-    let mut api = Api::connect(&sock)?;
+    let mut api = ApiClient::connect(&sock, TIMEOUT)?;
 
-    ensure!(api.call("status")?["state"] == "running");
-    ensure!(api.call("pause")?["state"] == "paused");
-    ensure!(api.call("status")?["state"] == "paused");
-    ensure!(api.call("resume")?["state"] == "running");
-    ensure!(api.call("pause")?["state"] == "paused");
-    ensure!(api.call("shutdown")?["state"] == "stopping");
+    ensure!(api.status()? == VmState::Running);
+    ensure!(api.pause()? == VmState::Paused);
+    ensure!(api.status()? == VmState::Paused);
+    ensure!(api.resume()? == VmState::Running);
+    ensure!(api.pause()? == VmState::Paused);
+    ensure!(api.shutdown()? == VmState::Stopping);
 
     let out = guest.wait(TIMEOUT)?;
     ensure!(

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use vessel_integration::{
-    guest_kernel, test_initramfs, vessel_vmm, GuestOutput, GuestSpec, Report, Runner, RunningGuest,
+    guest_kernel, test_initramfs, vessel_vmm, BootSpec, GuestOutput, Report, Runner, RunningGuest,
 };
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
@@ -34,7 +34,7 @@ fn check(out: &GuestOutput, vcpus: u8, memory_mib: u32) -> Result<()> {
 
 #[test]
 fn boots_one_vcpu_with_128_mib_from_flags() -> Result<()> {
-    let spec = GuestSpec::new(guest_kernel()?, test_initramfs()?);
+    let spec = BootSpec::new(guest_kernel()?, test_initramfs()?);
     let out = Runner::VesselVmm.run(&spec, BOOT_TIMEOUT)?;
     check(&out, 1, 128)
 }

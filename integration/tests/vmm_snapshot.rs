@@ -14,15 +14,13 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
-use serde_json::json;
 use vessel_agent_protocol::AgentClient;
 use vessel_integration::agent::BOOT_TIMEOUT;
-use vessel_integration::template::give_identity;
-use vessel_integration::vmm_api::VmmApi;
 use vessel_integration::{
-    agent_initramfs, connect_while_running, guest_kernel, vessel_vmm, GuestSpec, Runner,
-    RunningGuest,
+    agent_initramfs, connect_while_running, guest_kernel, vessel_vmm, ApiClient, BootSpec,
+    Endpoints, RestoreSpec, Runner, RunningGuest, VmState,
 };
+use vessel_vmm_client::{template, Launch, Request, VmmCommand};
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a restored VM may take to answer, and to exit.
@@ -34,17 +32,13 @@ const RESTORED: usize = 3;
 /// A vessel-vmm that restores `state` and `memory`, with its sockets in
 /// `dir` (none for vsock if `vsock` is false).
 fn restore_command(state: &Path, memory: &Path, dir: &Path, vsock: bool) -> Result<Command> {
-    let mut cmd = Command::new(vessel_vmm()?);
-    cmd.arg("--restore-state")
-        .arg(state)
-        .arg("--restore-memory")
-        .arg(memory)
-        .arg("--api-sock")
-        .arg(dir.join("api.sock"));
-    if vsock {
-        cmd.arg("--vsock-uds").arg(dir.join("vsock.sock"));
-    }
-    Ok(cmd)
+    let mut spec = RestoreSpec::new(state, memory);
+    spec.endpoints = Endpoints {
+        serial: None,
+        api_sock: Some(dir.join("api.sock")),
+        vsock_uds: vsock.then(|| dir.join("vsock.sock")),
+    };
+    Ok(VmmCommand::new(vessel_vmm()?).command(&Launch::Restore(spec)))
 }
 
 /// Boots the agent VM, pauses it, snapshots it into `dir` and stops it
@@ -52,32 +46,33 @@ fn restore_command(state: &Path, memory: &Path, dir: &Path, vsock: bool) -> Resu
 fn snapshot_agent_vm(dir: &Path) -> Result<(PathBuf, PathBuf)> {
     let uds = dir.join("vsock.sock");
     let api_sock = dir.join("api.sock");
-    let mut spec = GuestSpec::new(guest_kernel()?, agent_initramfs()?);
+    let mut spec = BootSpec::new(guest_kernel()?, agent_initramfs()?);
     spec.vcpus = 2;
     spec.memory_mib = MEMORY_MIB;
-    spec.vsock_uds = Some(uds.clone());
-    spec.api_sock = Some(api_sock.clone());
+    spec.endpoints.vsock_uds = Some(uds.clone());
+    spec.endpoints.api_sock = Some(api_sock.clone());
     let mut guest = Runner::VesselVmm.spawn(&spec)?;
-    let client =
-        connect_while_running(&mut guest, &uds, BOOT_TIMEOUT)?.with_call_timeout(CALL_TIMEOUT);
+    let client = connect_while_running(&mut guest, &uds, BOOT_TIMEOUT, CALL_TIMEOUT)?;
     client.check().context("Check before the snapshot")?;
 
     let (state, memory) = (dir.join("state"), dir.join("memory"));
-    let mut api = VmmApi::connect(&api_sock)?;
-    let refused = api.request(&json!({"action": "snapshot", "state": state, "memory": memory}))?;
+    let mut api = ApiClient::connect(&api_sock, STEP_TIMEOUT)?;
+    let refused = api.request(&Request::Snapshot {
+        state: state.clone(),
+        memory: memory.clone(),
+    })?;
     ensure!(
-        refused["error"] == "snapshot: cannot save the vCPUs: the VM must be paused first",
-        "a snapshot of a running VM: {refused}"
+        !refused.ok
+            && refused.error.as_deref()
+                == Some("snapshot: cannot save the vCPUs: the VM must be paused first"),
+        "a snapshot of a running VM: {refused:?}"
     );
-    api.call("pause")?;
-    let reply = api.call_json(&json!({"action": "snapshot", "state": state, "memory": memory}))?;
-    ensure!(reply["state"] == "paused", "{reply}");
-    ensure!(
-        reply["memory_bytes"] == u64::from(MEMORY_MIB) << 20,
-        "{reply}"
-    );
-    ensure!(api.call("status")?["state"] == "paused");
-    ensure!(api.call("shutdown")?["state"] == "stopping");
+    ensure!(api.pause()? == VmState::Paused);
+    let info = api.snapshot(&state, &memory)?;
+    ensure!(info.state == VmState::Paused, "{info:?}");
+    ensure!(info.memory_bytes == u64::from(MEMORY_MIB) << 20, "{info:?}");
+    ensure!(api.status()? == VmState::Paused);
+    ensure!(api.shutdown()? == VmState::Stopping);
     drop(client);
     let out = guest.wait(STEP_TIMEOUT)?;
     ensure!(out.status.success(), "the snapshotted VMM: {}", out.stderr);
@@ -107,10 +102,7 @@ impl Restored {
     }
 
     fn connect(&mut self) -> Result<AgentClient> {
-        Ok(
-            connect_while_running(&mut self.guest, &self.uds, STEP_TIMEOUT)?
-                .with_call_timeout(CALL_TIMEOUT),
-        )
+        connect_while_running(&mut self.guest, &self.uds, STEP_TIMEOUT, CALL_TIMEOUT)
     }
 }
 
@@ -163,7 +155,7 @@ fn an_agent_vm_restored_from_a_snapshot_answers_and_shuts_down() -> Result<()> {
                     .contains("the guest took TRANSPORT_RESET"),
                 "the guest took no TRANSPORT_RESET"
             );
-            give_identity(&client)?;
+            template::adopt(&client, None).context("SetGuestTime and ReseedRandom")?;
             client
                 .set_hostname(&format!("restored-{index}"))
                 .context("SetHostname")?;

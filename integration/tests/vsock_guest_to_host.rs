@@ -7,7 +7,7 @@ use std::os::unix::net::UnixListener;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use vessel_integration::{guest_kernel, test_initramfs, GuestSpec, Report, Runner};
+use vessel_integration::{guest_kernel, test_initramfs, BootSpec, Report, Runner};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -17,9 +17,9 @@ fn guest_reaches_a_host_unix_socket() -> Result<()> {
     let uds = dir.path().join("vsock.sock");
     let listener = UnixListener::bind(dir.path().join("vsock.sock_5001"))?;
     listener.set_nonblocking(true)?;
-    let mut spec = GuestSpec::new(guest_kernel()?, test_initramfs()?);
-    spec.extra_cmdline = "vessel.test=vsock-dial".into();
-    spec.vsock_uds = Some(uds);
+    let mut spec = BootSpec::new(guest_kernel()?, test_initramfs()?);
+    spec.cmdline = "vessel.test=vsock-dial".into();
+    spec.endpoints.vsock_uds = Some(uds);
     let mut guest = Runner::VesselVmm.spawn(&spec)?;
 
     let deadline = Instant::now() + BOOT_TIMEOUT;

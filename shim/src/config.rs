@@ -15,10 +15,9 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
-
-use crate::error::ShimError;
 
 /// The config file read when `VESSEL_CONFIG` is not set.
 pub const DEFAULT_CONFIG: &str = "/etc/vessel/config.toml";
@@ -93,9 +92,54 @@ impl Default for VesselConfig {
     }
 }
 
+/// What is wrong with the config or a pod's annotations on it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading the config file {path}")]
+    ReadFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("parsing the config file {path}")]
+    ParseFile {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error(
+        "config: enable_annotations: {key:?} cannot be set by an annotation (allowed: {allowed})"
+    )]
+    NotAnnotatable { key: String, allowed: String },
+    #[error("config: {0} is not set")]
+    Unset(&'static str),
+    #[error("{what} {path} does not exist (set it in the vessel config)")]
+    MissingFile { what: &'static str, path: PathBuf },
+    #[error("config: vcpus must be at least 1")]
+    NoVcpus,
+    #[error("config: memory_mib must be at least {MIN_MEMORY_MIB}")]
+    TooLittleMemory,
+    #[error("annotation {key}: not in the config's enable_annotations")]
+    AnnotationNotEnabled { key: String },
+    #[error("annotation {key}: unknown key")]
+    AnnotationUnknownKey { key: String },
+    #[error("annotation {key}: bad value {value:?}")]
+    AnnotationValue {
+        key: String,
+        value: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("the shim could not load the vessel config when it started")]
+    LoadAtStart(#[source] Arc<ConfigError>),
+}
+
+/// The least guest memory a config may ask for.
+const MIN_MEMORY_MIB: u32 = 64;
+
 impl VesselConfig {
     /// Reads the config file (`VESSEL_CONFIG`, else [`DEFAULT_CONFIG`]).
-    pub fn load() -> Result<VesselConfig, ShimError> {
+    pub fn load() -> Result<VesselConfig, ConfigError> {
         let path = std::env::var_os(CONFIG_ENV)
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
@@ -103,22 +147,22 @@ impl VesselConfig {
     }
 
     /// Reads and checks `path`.
-    pub fn from_file(path: &Path) -> Result<VesselConfig, ShimError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ShimError::ReadConfig {
+    pub fn from_file(path: &Path) -> Result<VesselConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
             path: path.to_owned(),
             source,
         })?;
         let config: VesselConfig =
-            toml::from_str(&text).map_err(|source| ShimError::ParseConfig {
+            toml::from_str(&text).map_err(|source| ConfigError::ParseFile {
                 path: path.to_owned(),
                 source,
             })?;
         for key in &config.enable_annotations {
             if !ANNOTATABLE.contains(&key.as_str()) {
-                return Err(ShimError::InvalidConfig(format!(
-                    "enable_annotations: {key:?} cannot be set by an annotation (allowed: {})",
-                    ANNOTATABLE.join(", ")
-                )));
+                return Err(ConfigError::NotAnnotatable {
+                    key: key.clone(),
+                    allowed: ANNOTATABLE.join(", "),
+                });
             }
         }
         Ok(config)
@@ -129,35 +173,31 @@ impl VesselConfig {
     pub fn with_annotations(
         &self,
         annotations: &HashMap<String, String>,
-    ) -> Result<VesselConfig, ShimError> {
+    ) -> Result<VesselConfig, ConfigError> {
         let mut config = self.clone();
         for (key, value) in annotations {
             let Some(name) = key.strip_prefix(ANNOTATION_PREFIX) else {
                 continue;
             };
-            let bad = |reason: String| ShimError::InvalidAnnotation {
-                key: key.clone(),
-                reason,
-            };
+            let bad =
+                |source: Box<dyn std::error::Error + Send + Sync>| ConfigError::AnnotationValue {
+                    key: key.clone(),
+                    value: value.clone(),
+                    source,
+                };
             if !config.enable_annotations.iter().any(|k| k == name) {
-                return Err(bad("not in the config's enable_annotations".into()));
+                return Err(ConfigError::AnnotationNotEnabled { key: key.clone() });
             }
-            let number = |v: &str| v.parse::<u64>().map_err(|e| bad(e.to_string()));
             match name {
                 "kernel" => config.kernel = value.into(),
                 "initrd" => config.initrd = value.into(),
-                "vcpus" => {
-                    config.vcpus = u8::try_from(number(value)?).map_err(|e| bad(e.to_string()))?
-                }
-                "memory_mib" => {
-                    config.memory_mib =
-                        u32::try_from(number(value)?).map_err(|e| bad(e.to_string()))?
-                }
+                "vcpus" => config.vcpus = value.parse().map_err(|e| bad(Box::new(e)))?,
+                "memory_mib" => config.memory_mib = value.parse().map_err(|e| bad(Box::new(e)))?,
                 "log_level" => config.log_level = value.clone(),
                 "debug_console" => {
-                    config.debug_console = value.parse().map_err(|_| bad("not a bool".into()))?
+                    config.debug_console = value.parse().map_err(|e| bad(Box::new(e)))?
                 }
-                _ => return Err(bad("unknown key".into())),
+                _ => return Err(ConfigError::AnnotationUnknownKey { key: key.clone() }),
             }
         }
         config.add_pod_resources(annotations)?;
@@ -172,16 +212,17 @@ impl VesselConfig {
     fn add_pod_resources(
         &mut self,
         annotations: &HashMap<String, String>,
-    ) -> Result<(), ShimError> {
-        let number = |key: &str| -> Result<Option<u64>, ShimError> {
+    ) -> Result<(), ConfigError> {
+        let number = |key: &str| -> Result<Option<u64>, ConfigError> {
             match annotations.get(key) {
                 None => Ok(None),
                 Some(v) => v
                     .parse::<i64>()
                     .map(|n| Some(n.max(0) as u64))
-                    .map_err(|e| ShimError::InvalidAnnotation {
+                    .map_err(|e| ConfigError::AnnotationValue {
                         key: key.to_owned(),
-                        reason: e.to_string(),
+                        value: v.clone(),
+                        source: Box::new(e),
                     }),
             }
         };
@@ -201,25 +242,23 @@ impl VesselConfig {
     }
 
     /// Refuses values no VM can be built from, naming missing files.
-    pub fn check(&self) -> Result<(), ShimError> {
+    pub fn check(&self) -> Result<(), ConfigError> {
         for (what, path) in [("kernel", &self.kernel), ("initrd", &self.initrd)] {
             if path.as_os_str().is_empty() {
-                return Err(ShimError::InvalidConfig(format!("{what} is not set")));
+                return Err(ConfigError::Unset(what));
             }
             if !path.exists() {
-                return Err(ShimError::MissingFile {
+                return Err(ConfigError::MissingFile {
                     what,
                     path: path.clone(),
                 });
             }
         }
         if self.vcpus == 0 {
-            return Err(ShimError::InvalidConfig("vcpus must be at least 1".into()));
+            return Err(ConfigError::NoVcpus);
         }
-        if self.memory_mib < 64 {
-            return Err(ShimError::InvalidConfig(
-                "memory_mib must be at least 64".into(),
-            ));
+        if self.memory_mib < MIN_MEMORY_MIB {
+            return Err(ConfigError::TooLittleMemory);
         }
         Ok(())
     }
@@ -274,7 +313,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.toml");
         std::fs::write(&file, "kernal = \"/x\"\n").unwrap();
-        let err = VesselConfig::from_file(&file).unwrap_err().chain();
+        let err = crate::cause::chain(&VesselConfig::from_file(&file).unwrap_err());
         assert!(err.contains("kernal"), "{err}");
 
         let config = VesselConfig {
@@ -285,7 +324,7 @@ mod tests {
         let err = config.check().unwrap_err().to_string();
         assert!(err.contains("kernel") && err.contains("nope"), "{err}");
         let missing = VesselConfig::from_file(&dir.path().join("absent.toml")).unwrap_err();
-        assert!(missing.chain().contains("absent.toml"));
+        assert!(missing.to_string().contains("absent.toml"));
     }
 
     #[test]
@@ -302,11 +341,22 @@ mod tests {
             "1024".to_string(),
         );
         let err = config.with_annotations(&ann).unwrap_err();
-        assert!(matches!(err, ShimError::InvalidAnnotation { .. }), "{err}");
+        assert!(
+            matches!(err, ConfigError::AnnotationNotEnabled { .. }),
+            "{err}"
+        );
 
         let mut bad = HashMap::new();
         bad.insert("io.vessel.config.vcpus".to_string(), "lots".to_string());
-        assert!(config.with_annotations(&bad).is_err());
+        let err = config.with_annotations(&bad).unwrap_err();
+        assert!(
+            matches!(err, ConfigError::AnnotationValue { .. }) && err.to_string().contains("lots"),
+            "{err}"
+        );
+        assert!(
+            std::error::Error::source(&err).is_some(),
+            "the parse error is kept"
+        );
     }
 
     #[test]

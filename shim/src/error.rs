@@ -1,144 +1,165 @@
 //! The shim's errors, and the one place they become ttrpc statuses.
-
-use std::path::PathBuf;
+//!
+//! Each part has its own error enum: [`TaskError`] (the task verbs and
+//! watchers, `task/error.rs`, which wraps the errors of what they call:
+//! [`SpecError`] of `spec.rs`, [`MountError`] of `mounts.rs`,
+//! [`StdioError`] of `stdio.rs`, [`VmError`] of `vm/`, [`ConfigError`] of
+//! `config.rs` and [`ConvertError`] of `convert/`). [`ShimError`] is what
+//! the service answers: a task's error, or one of the service's own, their
+//! text and sources untouched, and [`ShimError::code`] maps every variant,
+//! nested ones included, to the code containerd turns into its errdefs.
+//! Nothing below imports this module.
 
 use containerd_shim::protos::ttrpc::{self, Code};
 use vessel_agent_protocol::ClientError;
 
-/// Everything that can go wrong serving a task.
+use crate::config::ConfigError;
+use crate::convert::ConvertError;
+use crate::mounts::MountError;
+use crate::spec::SpecError;
+use crate::stdio::StdioError;
+use crate::task::error::TaskError;
+use crate::vm::VmError;
+
+/// Everything that can go wrong serving a call.
 #[derive(Debug, thiserror::Error)]
 pub enum ShimError {
-    #[error("reading the config file {path}")]
-    ReadConfig {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("parsing the config file {path}")]
-    ParseConfig {
-        path: PathBuf,
-        #[source]
-        source: toml::de::Error,
-    },
-    #[error("config: {0}")]
-    InvalidConfig(String),
-    #[error("{what} {path} does not exist (set it in the vessel config)")]
-    MissingFile { what: &'static str, path: PathBuf },
-    #[error("annotation {key}: {reason}")]
-    InvalidAnnotation { key: String, reason: String },
-    #[error("reading the bundle's config.json in {bundle}")]
-    ReadSpec {
-        bundle: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("parsing the bundle's config.json in {bundle}")]
-    ParseSpec {
-        bundle: PathBuf,
-        #[source]
-        source: serde_json::Error,
-    },
-    #[error("invalid OCI spec: {0}")]
-    InvalidSpec(String),
-    #[error("invalid process spec for exec {exec_id}")]
-    ParseProcess {
-        exec_id: String,
-        #[source]
-        source: serde_json::Error,
-    },
-    #[error("creating {path}")]
-    CreateDir {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("mounting {target}")]
-    Mount {
-        target: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("mounting the rootfs at {target}: {message}")]
-    MountRootfs { target: PathBuf, message: String },
-    #[error("starting the VMM {path}")]
-    SpawnVmm {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("starting a stdio or wait thread")]
-    SpawnThread(#[source] std::io::Error),
-    #[error("the VM did not answer (console: {console})")]
-    ConnectAgent {
-        console: PathBuf,
-        #[source]
-        source: ClientError,
-    },
-    #[error("the VM of this sandbox has exited")]
-    VmExited,
-    #[error("agent call failed")]
-    Agent(#[source] ClientError),
-    #[error("opening the FIFO {path}")]
-    OpenFifo {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("container {0} not found")]
-    ContainerNotFound(String),
-    #[error("process {exec_id} of container {id} not found")]
-    ProcessNotFound { id: String, exec_id: String },
-    #[error("container {0} already exists")]
-    ContainerExists(String),
-    #[error("process {exec_id} of container {id} already exists")]
-    ProcessExists { id: String, exec_id: String },
-    #[error("{0}")]
-    FailedPrecondition(String),
+    #[error(transparent)]
+    Task(#[from] TaskError),
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Convert(#[from] ConvertError),
     #[error("{0} is not supported by the vessel runtime")]
     Unsupported(&'static str),
     #[error("a blocking task failed")]
-    Join(#[source] tokio::task::JoinError),
-    #[error("the VM template")]
-    Template(#[source] vessel_template::TemplateError),
-    #[error("{0}")]
-    MakeTemplate(String),
-    #[error("VMM API call {request} failed: {reason}")]
-    VmmApi { request: String, reason: String },
+    RunBlocking(#[source] tokio::task::JoinError),
+}
+
+/// The agent's own code for a call it answered with an error status.
+fn agent_code(e: &ClientError) -> Code {
+    e.code().unwrap_or(Code::UNKNOWN)
+}
+
+fn task_code(e: &TaskError) -> Code {
+    match e {
+        TaskError::ContainerNotFound(_) | TaskError::ProcessNotFound { .. } => Code::NOT_FOUND,
+        TaskError::ContainerExists(_) | TaskError::ProcessExists { .. } => Code::ALREADY_EXISTS,
+        TaskError::OtherSandbox { .. }
+        | TaskError::ContainerStarted(_)
+        | TaskError::ExecStarted { .. }
+        | TaskError::ProcessRunning { .. } => Code::FAILED_PRECONDITION,
+        TaskError::CallAgent(e) => agent_code(e),
+        TaskError::Spec(e) => spec_code(e),
+        TaskError::Mount(e) => mount_code(e),
+        TaskError::Stdio(e) => stdio_code(e),
+        TaskError::Vm(e) => vm_code(e),
+        TaskError::Config(e) => config_code(e),
+        TaskError::Convert(e) => convert_code(e),
+        TaskError::SpawnWaiter { .. } => Code::UNKNOWN,
+    }
+}
+
+fn spec_code(e: &SpecError) -> Code {
+    match e {
+        SpecError::ParseSpec { .. }
+        | SpecError::InvalidSpec(_)
+        | SpecError::EncodeSpec(_)
+        | SpecError::ParseProcess { .. } => Code::INVALID_ARGUMENT,
+        SpecError::ReadSpec { .. } => Code::UNKNOWN,
+    }
+}
+
+fn mount_code(e: &MountError) -> Code {
+    match e {
+        MountError::CreateDir { .. }
+        | MountError::CreateFile { .. }
+        | MountError::StatSource { .. }
+        | MountError::MountPath { .. }
+        | MountError::MountRootfs { .. } => Code::UNKNOWN,
+    }
+}
+
+fn stdio_code(e: &StdioError) -> Code {
+    match e {
+        StdioError::UnsupportedLogDriver { .. } => Code::INVALID_ARGUMENT,
+        StdioError::WriteStdin(e) => agent_code(e),
+        StdioError::OpenFifo { .. }
+        | StdioError::ReadFifo { .. }
+        | StdioError::SpawnPump { .. } => Code::UNKNOWN,
+    }
+}
+
+fn convert_code(e: &ConvertError) -> Code {
+    match e {
+        ConvertError::EncodeMetrics(_) => Code::UNKNOWN,
+    }
+}
+
+fn vm_code(e: &VmError) -> Code {
+    match e {
+        VmError::Exited => Code::FAILED_PRECONDITION,
+        VmError::AdoptGuest(e) => agent_code(e),
+        VmError::CreateStateDir { .. }
+        | VmError::PrepareShare(_)
+        | VmError::CreateLog { .. }
+        | VmError::SpawnVmm(_)
+        | VmError::SpawnWaiter(_)
+        | VmError::ConnectAgent { .. }
+        | VmError::Connect(_)
+        | VmError::Template(_) => Code::UNKNOWN,
+    }
+}
+
+fn config_code(e: &ConfigError) -> Code {
+    match e {
+        ConfigError::AnnotationNotEnabled { .. }
+        | ConfigError::AnnotationUnknownKey { .. }
+        | ConfigError::AnnotationValue { .. } => Code::INVALID_ARGUMENT,
+        ConfigError::ReadFile { .. }
+        | ConfigError::ParseFile { .. }
+        | ConfigError::NotAnnotatable { .. }
+        | ConfigError::Unset(_)
+        | ConfigError::MissingFile { .. }
+        | ConfigError::NoVcpus
+        | ConfigError::TooLittleMemory
+        | ConfigError::LoadAtStart(_) => Code::UNKNOWN,
+    }
 }
 
 impl ShimError {
-    /// The gRPC code containerd turns into its errdefs.
+    /// The gRPC code containerd turns into its errdefs: NOT_FOUND,
+    /// ALREADY_EXISTS, INVALID_ARGUMENT, FAILED_PRECONDITION,
+    /// UNIMPLEMENTED, the agent's own code for its answers, UNKNOWN
+    /// otherwise. Every variant is named, so a new one must be placed.
     pub fn code(&self) -> Code {
         match self {
-            ShimError::ContainerNotFound(_) | ShimError::ProcessNotFound { .. } => Code::NOT_FOUND,
-            ShimError::ContainerExists(_) | ShimError::ProcessExists { .. } => Code::ALREADY_EXISTS,
-            ShimError::InvalidAnnotation { .. }
-            | ShimError::InvalidSpec(_)
-            | ShimError::ParseSpec { .. }
-            | ShimError::ParseProcess { .. } => Code::INVALID_ARGUMENT,
-            ShimError::FailedPrecondition(_) | ShimError::VmExited => Code::FAILED_PRECONDITION,
+            ShimError::Task(e) => task_code(e),
+            ShimError::Spec(e) => spec_code(e),
+            ShimError::Config(e) => config_code(e),
+            ShimError::Convert(e) => convert_code(e),
             ShimError::Unsupported(_) => Code::UNIMPLEMENTED,
-            ShimError::Agent(e) => e.code().unwrap_or(Code::UNKNOWN),
-            _ => Code::UNKNOWN,
+            ShimError::RunBlocking(_) => Code::UNKNOWN,
         }
     }
 
     /// The whole chain of causes on one line.
     pub fn chain(&self) -> String {
-        let mut text = self.to_string();
-        let mut source = std::error::Error::source(self);
-        while let Some(cause) = source {
-            text.push_str(": ");
-            text.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        text
+        crate::cause::chain(self)
     }
 }
 
 impl From<ShimError> for ttrpc::Error {
     fn from(e: ShimError) -> Self {
         ttrpc::Error::RpcStatus(ttrpc::get_status(e.code(), e.chain()))
+    }
+}
+
+impl From<TaskError> for ttrpc::Error {
+    fn from(e: TaskError) -> Self {
+        ShimError::from(e).into()
     }
 }
 
@@ -155,7 +176,7 @@ mod tests {
     #[test]
     fn codes_follow_containerd_errdefs() {
         assert_eq!(
-            ShimError::ContainerNotFound("a".into()).code(),
+            ShimError::from(TaskError::ContainerNotFound("a".into())).code(),
             Code::NOT_FOUND
         );
         assert_eq!(
@@ -163,21 +184,71 @@ mod tests {
             Code::UNIMPLEMENTED
         );
         assert_eq!(
-            ShimError::InvalidSpec("x".into()).code(),
+            ShimError::from(SpecError::InvalidSpec("x".into())).code(),
             Code::INVALID_ARGUMENT
         );
     }
 
     #[test]
-    fn the_status_carries_every_cause() {
-        let e = ShimError::OpenFifo {
-            path: "/f".into(),
+    fn nested_errors_keep_their_codes() {
+        let exists = TaskError::ProcessExists {
+            id: "c".into(),
+            exec_id: "e".into(),
+        };
+        assert_eq!(ShimError::from(exists).code(), Code::ALREADY_EXISTS);
+        let running = TaskError::ProcessRunning {
+            id: "c".into(),
+            exec_id: "e".into(),
+        };
+        assert_eq!(ShimError::from(running).code(), Code::FAILED_PRECONDITION);
+        assert_eq!(
+            ShimError::from(TaskError::from(VmError::Exited)).code(),
+            Code::FAILED_PRECONDITION
+        );
+        let annotation = ConfigError::AnnotationNotEnabled { key: "k".into() };
+        assert_eq!(
+            ShimError::from(TaskError::from(annotation)).code(),
+            Code::INVALID_ARGUMENT
+        );
+        let driver = StdioError::UnsupportedLogDriver {
+            path: "binary:///x".into(),
+            scheme: "binary".into(),
+        };
+        assert_eq!(
+            ShimError::from(TaskError::from(driver)).code(),
+            Code::INVALID_ARGUMENT
+        );
+        let read = SpecError::ReadSpec {
+            bundle: "/b".into(),
             source: std::io::Error::from_raw_os_error(libc::ENOENT),
         };
+        assert_eq!(ShimError::from(read).code(), Code::UNKNOWN);
+    }
+
+    #[test]
+    fn the_status_carries_every_cause() {
+        let e = ShimError::from(TaskError::from(StdioError::OpenFifo {
+            path: "/f".into(),
+            source: std::io::Error::from_raw_os_error(libc::ENOENT),
+        }));
         let ttrpc::Error::RpcStatus(status) = ttrpc::Error::from(e) else {
             panic!("not a status");
         };
         assert!(status.message().contains("opening the FIFO /f: "));
         assert!(status.message().contains("No such file"));
+    }
+
+    #[test]
+    fn a_wrapped_error_keeps_its_source_in_the_chain() {
+        let e = ShimError::from(TaskError::from(MountError::StatSource {
+            path: "/srv/data".into(),
+            source: std::io::Error::from_raw_os_error(libc::ENOENT),
+        }));
+        assert!(
+            e.chain()
+                .starts_with("reading the bind source /srv/data: No such file"),
+            "{}",
+            e.chain()
+        );
     }
 }

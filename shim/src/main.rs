@@ -3,19 +3,18 @@
 //! microVM, serves containerd's Task API by calling the guest agent, and
 //! removes everything it made when the last container goes.
 
+mod cause;
 mod config;
 mod convert;
+mod domain;
 mod error;
 mod mounts;
-mod process;
-mod sandbox;
 mod service;
 mod shim;
 mod spec;
 mod stdio;
-mod tasks;
-mod template;
-mod watch;
+mod task;
+mod vm;
 
 use containerd_shim::{asynchronous::run, Config};
 

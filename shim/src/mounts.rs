@@ -10,7 +10,70 @@ use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use crate::error::ShimError;
+use crate::domain::RootfsMount;
+
+/// Why a host mount under the share failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    #[error("creating {path}")]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("creating the file {path} to bind a file on")]
+    CreateFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("reading the bind source {path}")]
+    StatSource {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("mounting {target}")]
+    MountPath {
+        target: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("mounting the rootfs at {target}")]
+    MountRootfs {
+        target: PathBuf,
+        #[source]
+        source: RootfsError,
+    },
+}
+
+/// containerd's `mount_rootfs` error. Its text repeats its cause, which a
+/// chain would print twice: an OS error is kept apart from its step.
+#[derive(Debug, thiserror::Error)]
+pub enum RootfsError {
+    #[error("{step}")]
+    Os {
+        step: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Other(containerd_shim::Error),
+}
+
+impl From<containerd_shim::Error> for RootfsError {
+    fn from(e: containerd_shim::Error) -> Self {
+        let (step, source) = match e {
+            containerd_shim::Error::MountError { context, err } => {
+                (format!("{context} error"), std::io::Error::from(err))
+            }
+            containerd_shim::Error::IoError { context, err } => (format!("{context} error"), err),
+            containerd_shim::Error::Nix(err) => ("Nix error".to_owned(), std::io::Error::from(err)),
+            other => return RootfsError::Other(other),
+        };
+        RootfsError::Os { step, source }
+    }
+}
 
 fn cstr(path: &Path) -> CString {
     // Paths the shim builds never hold NUL; a containerd path with one
@@ -24,7 +87,7 @@ fn mount(
     target: &Path,
     fstype: Option<&str>,
     flags: libc::c_ulong,
-) -> Result<(), ShimError> {
+) -> Result<(), MountError> {
     let source = cstr(source);
     let target_c = cstr(target);
     let fstype = fstype.map(|t| CString::new(t).unwrap_or_default());
@@ -40,7 +103,7 @@ fn mount(
         )
     };
     if ret == -1 {
-        return Err(ShimError::Mount {
+        return Err(MountError::MountPath {
             target: target.to_owned(),
             source: std::io::Error::last_os_error(),
         });
@@ -56,15 +119,40 @@ pub fn unmount(target: &Path) -> bool {
 }
 
 /// Binds directory `source` at `target` (which exists).
-pub fn bind_dir(source: &Path, target: &Path) -> Result<(), ShimError> {
+pub fn bind_dir(source: &Path, target: &Path) -> Result<(), MountError> {
     mount(source, target, None, libc::MS_BIND | libc::MS_REC)
 }
 
-fn create_dir(path: &Path) -> Result<(), ShimError> {
-    std::fs::create_dir_all(path).map_err(|source| ShimError::CreateDir {
+fn create_dir(path: &Path) -> Result<(), MountError> {
+    std::fs::create_dir_all(path).map_err(|source| MountError::CreateDir {
         path: path.to_owned(),
         source,
     })
+}
+
+/// Mounts containerd's rootfs mounts at `target`, or binds the bundle's own
+/// `rootfs` when it gave none (the bundle was prepared by hand).
+pub fn mount_rootfs(
+    mounts: &[RootfsMount],
+    bundle: &Path,
+    target: &Path,
+) -> Result<(), MountError> {
+    create_dir(target)?;
+    if mounts.is_empty() {
+        let source = bundle.join("rootfs");
+        return bind_dir(&source, target);
+    }
+    for m in mounts {
+        let fstype = (!m.fstype.is_empty()).then_some(m.fstype.as_str());
+        let source = (!m.source.is_empty()).then_some(m.source.as_str());
+        containerd_shim::mount::mount_rootfs(fstype, source, &m.options, target).map_err(|e| {
+            MountError::MountRootfs {
+                target: target.to_owned(),
+                source: e.into(),
+            }
+        })?;
+    }
+    Ok(())
 }
 
 /// The sandbox's shared directory on the host.
@@ -75,7 +163,7 @@ pub struct SharedDir {
 
 impl SharedDir {
     /// Creates `path` and makes it a shared mount of its own.
-    pub fn create(path: &Path) -> Result<SharedDir, ShimError> {
+    pub fn create(path: &Path) -> Result<SharedDir, MountError> {
         create_dir(path)?;
         mount(path, path, None, libc::MS_BIND)?;
         let shared = SharedDir {
@@ -96,13 +184,13 @@ impl SharedDir {
         source: &Path,
         relative: &Path,
         readonly: bool,
-    ) -> Result<PathBuf, ShimError> {
+    ) -> Result<PathBuf, MountError> {
         let target = self.path.join(relative);
         let is_dir =
             std::fs::metadata(source)
                 .map(|m| m.is_dir())
-                .map_err(|e| ShimError::Mount {
-                    target: target.clone(),
+                .map_err(|e| MountError::StatSource {
+                    path: source.to_owned(),
                     source: e,
                 })?;
         if is_dir {
@@ -111,7 +199,7 @@ impl SharedDir {
             if let Some(parent) = target.parent() {
                 create_dir(parent)?;
             }
-            std::fs::write(&target, b"").map_err(|source| ShimError::CreateDir {
+            std::fs::write(&target, b"").map_err(|source| MountError::CreateFile {
                 path: target.clone(),
                 source,
             })?;
@@ -200,6 +288,26 @@ mod tests {
         );
         assert_eq!(unescape_mountinfo("/plain"), PathBuf::from("/plain"));
         assert_eq!(unescape_mountinfo("/x\\04"), PathBuf::from("/x\\04"));
+    }
+
+    #[test]
+    fn a_rootfs_error_keeps_its_os_cause_once() {
+        let e = MountError::MountRootfs {
+            target: "/s/c1/rootfs".into(),
+            source: containerd_shim::Error::IoError {
+                context: "Open /dev/loop-control".into(),
+                err: std::io::Error::from_raw_os_error(libc::ENOENT),
+            }
+            .into(),
+        };
+        assert_eq!(e.to_string(), "mounting the rootfs at /s/c1/rootfs");
+        let step = std::error::Error::source(&e).expect("the step");
+        assert_eq!(step.to_string(), "Open /dev/loop-control error");
+        let cause = step.source().expect("the OS error");
+        assert!(cause.to_string().contains("No such file"), "{cause}");
+        assert!(cause.source().is_none());
+        let other = RootfsError::from(containerd_shim::Error::Other("fork failed".into()));
+        assert_eq!(other.to_string(), "Other: fork failed");
     }
 
     #[test]

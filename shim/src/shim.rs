@@ -13,12 +13,12 @@ use tokio::sync::mpsc;
 
 use crate::config::VesselConfig;
 use crate::convert;
+use crate::domain::{Exit, VM_GONE_STATUS};
 use crate::error::ShimError;
-use crate::process::{Exit, VM_GONE_STATUS};
-use crate::sandbox;
 use crate::service::TaskService;
 use crate::spec;
-use crate::tasks::Tasks;
+use crate::task::Tasks;
+use crate::vm;
 
 pub struct VesselShim {
     exit: Arc<ExitSignal>,
@@ -42,9 +42,11 @@ impl Shim for VesselShim {
     /// the CRI sandbox id, else the container's own id. Nothing but the
     /// address may be printed here (containerd reads stdout and stderr).
     async fn start_shim(&mut self, opts: StartOpts) -> containerd_shim::Result<String> {
-        let cwd =
-            std::env::current_dir().map_err(|e| containerd_shim::Error::Other(e.to_string()))?;
-        let bundle_spec = spec::read_bundle_spec(&cwd)?;
+        let cwd = std::env::current_dir().map_err(|err| containerd_shim::Error::IoError {
+            context: "reading the bundle directory (the current directory)".into(),
+            err,
+        })?;
+        let bundle_spec = spec::read_bundle_spec(&cwd).map_err(ShimError::from)?;
         let grouping = spec::sandbox_of(&opts.id, &spec::annotations(&bundle_spec));
         let address = spawn(opts, &grouping, Vec::new()).await?;
         write_str_to_file("address", &address).await?;
@@ -61,9 +63,9 @@ impl Shim for VesselShim {
         let sandbox_id = spec::read_bundle_spec(&cwd)
             .map(|s| spec::sandbox_of(&self.id, &spec::annotations(&s)))
             .unwrap_or_else(|_| self.id.clone());
-        let dir = sandbox::state_dir(&root, &self.namespace, &sandbox_id);
+        let dir = vm::state_dir(&root, &self.namespace, &sandbox_id);
         if sandbox_id == self.id {
-            sandbox::cleanup_dead(&dir);
+            vm::cleanup_dead(&dir);
         } else {
             let container = dir.join("shared").join(&self.id);
             for target in crate::mounts::mounts_under(&container).into_iter().rev() {
@@ -86,9 +88,9 @@ impl Shim for VesselShim {
         let (config, config_error) = match VesselConfig::load() {
             Ok(config) => (config, None),
             Err(e) => {
-                let error = ShimError::chain(&e);
+                let error = crate::cause::chain(&e);
                 tracing::error!(%error, "cannot read the vessel config");
-                (VesselConfig::default(), Some(error))
+                (VesselConfig::default(), Some(Arc::new(e)))
             }
         };
         let (tx, mut rx) = mpsc::unbounded_channel();

@@ -1,4 +1,5 @@
-//! The bundle's `config.json`, translated for the guest.
+//! The bundle's `config.json`, translated for the guest (and an exec's
+//! process, checked before the agent reads it).
 //!
 //! The guest cannot use host paths: the rootfs and every bind source are
 //! exposed under the sandbox's share and named relative to it, which the
@@ -11,7 +12,32 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::error::ShimError;
+/// Why a bundle's spec (or an exec's process) cannot go to the guest.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("reading the bundle's config.json in {bundle}")]
+    ReadSpec {
+        bundle: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("parsing the bundle's config.json in {bundle}")]
+    ParseSpec {
+        bundle: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("invalid OCI spec: {0}")]
+    InvalidSpec(String),
+    #[error("encoding the guest's OCI spec")]
+    EncodeSpec(#[source] serde_json::Error),
+    #[error("invalid process spec for exec {exec_id}")]
+    ParseProcess {
+        exec_id: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
 
 /// CRI annotation: `sandbox` or `container`.
 pub const CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
@@ -36,16 +62,32 @@ pub struct GuestSpec {
     pub volumes: Vec<Volume>,
 }
 
+impl GuestSpec {
+    /// The spec as the agent's CreateContainer takes it: JSON bytes.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, SpecError> {
+        serde_json::to_vec(&self.json).map_err(SpecError::EncodeSpec)
+    }
+}
+
 /// Reads `<bundle>/config.json`.
-pub fn read_bundle_spec(bundle: &Path) -> Result<Value, ShimError> {
-    let text = std::fs::read(bundle.join("config.json")).map_err(|source| ShimError::ReadSpec {
+pub fn read_bundle_spec(bundle: &Path) -> Result<Value, SpecError> {
+    let text = std::fs::read(bundle.join("config.json")).map_err(|source| SpecError::ReadSpec {
         bundle: bundle.to_owned(),
         source,
     })?;
-    serde_json::from_slice(&text).map_err(|source| ShimError::ParseSpec {
+    serde_json::from_slice(&text).map_err(|source| SpecError::ParseSpec {
         bundle: bundle.to_owned(),
         source,
     })
+}
+
+/// Checks that an exec's process spec is JSON; the agent reads the rest.
+pub fn check_process(exec_id: &str, process: &[u8]) -> Result<(), SpecError> {
+    serde_json::from_slice::<Value>(process).map_err(|source| SpecError::ParseProcess {
+        exec_id: exec_id.to_owned(),
+        source,
+    })?;
+    Ok(())
 }
 
 /// The spec's annotations.
@@ -80,12 +122,12 @@ fn is_bind(mount: &Value) -> bool {
 }
 
 /// Translates `spec` of container `id` for the guest.
-pub fn for_guest(id: &str, mut spec: Value) -> Result<GuestSpec, ShimError> {
+pub fn for_guest(id: &str, mut spec: Value) -> Result<GuestSpec, SpecError> {
     let object = spec
         .as_object_mut()
-        .ok_or_else(|| ShimError::InvalidSpec("config.json is not an object".into()))?;
+        .ok_or_else(|| SpecError::InvalidSpec("config.json is not an object".into()))?;
     if !object.get("process").is_some_and(Value::is_object) {
-        return Err(ShimError::InvalidSpec("process is missing".into()));
+        return Err(SpecError::InvalidSpec("process is missing".into()));
     }
     object.remove("hooks");
     let base = PathBuf::from(id);
@@ -114,10 +156,10 @@ pub fn for_guest(id: &str, mut spec: Value) -> Result<GuestSpec, ShimError> {
                 continue;
             }
             let Some(source) = mount.get("source").and_then(Value::as_str) else {
-                return Err(ShimError::InvalidSpec("a bind mount has no source".into()));
+                return Err(SpecError::InvalidSpec("a bind mount has no source".into()));
             };
             if !source.starts_with('/') {
-                return Err(ShimError::InvalidSpec(format!(
+                return Err(SpecError::InvalidSpec(format!(
                     "bind source {source:?} is not an absolute path"
                 )));
             }
@@ -206,7 +248,14 @@ mod tests {
         let mut s = spec();
         s["mounts"][1]["source"] = json!("relative/path");
         let err = for_guest("c", s).unwrap_err();
-        assert!(matches!(err, ShimError::InvalidSpec(_)), "{err}");
+        assert!(matches!(err, SpecError::InvalidSpec(_)), "{err}");
+    }
+
+    #[test]
+    fn an_exec_process_must_be_json() {
+        assert!(check_process("e1", br#"{"args": ["sh"]}"#).is_ok());
+        let err = check_process("e1", b"{not json").unwrap_err();
+        assert!(matches!(err, SpecError::ParseProcess { .. }), "{err}");
     }
 
     #[test]

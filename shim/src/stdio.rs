@@ -8,9 +8,7 @@ use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use vessel_agent_protocol::AgentClient;
-
-use crate::error::ShimError;
+use vessel_agent_protocol::{AgentClient, ClientError};
 
 /// Bytes per ReadStdout/ReadStderr call.
 const READ_CHUNK: u32 = 32 * 1024;
@@ -19,6 +17,35 @@ const READ_CHUNK: u32 = 32 * 1024;
 const STDIN_CHUNK: usize = 3000;
 /// Reads of a process's output block until data or EOF: no timeout.
 pub const STREAM_CALL_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Why a process's stdio cannot be pumped.
+#[derive(Debug, thiserror::Error)]
+pub enum StdioError {
+    #[error("stdio {path:?}: the {scheme}:// log driver is not supported")]
+    UnsupportedLogDriver { path: String, scheme: String },
+    #[error("opening the FIFO {path}")]
+    OpenFifo {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("reading the FIFO {path}")]
+    ReadFifo {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("writing to the process's stdin")]
+    WriteStdin(#[source] ClientError),
+    #[error("starting the {stream} pump of {id}/{exec_id}")]
+    SpawnPump {
+        stream: &'static str,
+        id: String,
+        exec_id: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
 
 /// containerd's stdio paths for one process (empty: none).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -36,18 +63,28 @@ pub enum Output {
     Stderr,
 }
 
+impl Output {
+    fn name(self) -> &'static str {
+        match self {
+            Output::Stdout => "stdout",
+            Output::Stderr => "stderr",
+        }
+    }
+}
+
 /// A FIFO path containerd gave, or `None` for none. Other schemes
 /// (`binary://`, `file://`) are log drivers the vessel runtime does not
 /// offer.
-fn fifo(path: &str) -> Result<Option<PathBuf>, ShimError> {
+fn fifo(path: &str) -> Result<Option<PathBuf>, StdioError> {
     if path.is_empty() {
         return Ok(None);
     }
     if let Some((scheme, _)) = path.split_once("://") {
         if scheme != "fifo" {
-            return Err(ShimError::InvalidSpec(format!(
-                "stdio {path:?}: the {scheme}:// log driver is not supported"
-            )));
+            return Err(StdioError::UnsupportedLogDriver {
+                path: path.to_owned(),
+                scheme: scheme.to_owned(),
+            });
         }
     }
     Ok(Some(PathBuf::from(
@@ -57,7 +94,7 @@ fn fifo(path: &str) -> Result<Option<PathBuf>, ShimError> {
 
 /// Opens an output FIFO for writing without waiting for a reader: read-write,
 /// so a reader that goes away never raises EPIPE here.
-pub fn open_output(path: &str) -> Result<Option<File>, ShimError> {
+pub fn open_output(path: &str) -> Result<Option<File>, StdioError> {
     let Some(path) = fifo(path)? else {
         return Ok(None);
     };
@@ -66,12 +103,12 @@ pub fn open_output(path: &str) -> Result<Option<File>, ShimError> {
         .write(true)
         .open(&path)
         .map(Some)
-        .map_err(|source| ShimError::OpenFifo { path, source })
+        .map_err(|source| StdioError::OpenFifo { path, source })
 }
 
 /// Checks the stdin path; the pump opens it (that open waits for
 /// containerd's writer).
-pub fn stdin_path(path: &str) -> Result<Option<PathBuf>, ShimError> {
+pub fn stdin_path(path: &str) -> Result<Option<PathBuf>, StdioError> {
     fifo(path)
 }
 
@@ -82,7 +119,8 @@ pub fn spawn_output(
     exec_id: String,
     which: Output,
     mut fifo: File,
-) -> std::io::Result<JoinHandle<()>> {
+) -> Result<JoinHandle<()>, StdioError> {
+    let spawn_error = spawn_error(which.name(), &id, &exec_id);
     std::thread::Builder::new()
         .name(format!("{which:?}-{id}"))
         .spawn(move || loop {
@@ -104,6 +142,22 @@ pub fn spawn_output(
                 }
             }
         })
+        .map_err(spawn_error)
+}
+
+/// The error of a pump thread that did not start.
+fn spawn_error(
+    stream: &'static str,
+    id: &str,
+    exec_id: &str,
+) -> impl FnOnce(std::io::Error) -> StdioError {
+    let (id, exec_id) = (id.to_owned(), exec_id.to_owned());
+    move |source| StdioError::SpawnPump {
+        stream,
+        id,
+        exec_id,
+        source,
+    }
 }
 
 /// Copies containerd's stdin FIFO into the process until EOF, then closes
@@ -113,7 +167,8 @@ pub fn spawn_stdin(
     id: String,
     exec_id: String,
     path: PathBuf,
-) -> std::io::Result<JoinHandle<()>> {
+) -> Result<JoinHandle<()>, StdioError> {
+    let spawn_error = spawn_error("stdin", &id, &exec_id);
     std::thread::Builder::new()
         .name(format!("stdin-{id}"))
         .spawn(move || {
@@ -124,15 +179,16 @@ pub fn spawn_stdin(
                 tracing::debug!(%id, %exec_id, %error, "CloseStdin after EOF");
             }
         })
+        .map_err(spawn_error)
 }
 
-fn pump_stdin(agent: &AgentClient, id: &str, exec_id: &str, path: &Path) -> Result<(), ShimError> {
+fn pump_stdin(agent: &AgentClient, id: &str, exec_id: &str, path: &Path) -> Result<(), StdioError> {
     // Blocks until containerd opens its end for writing.
     let mut fifo = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_CLOEXEC)
         .open(path)
-        .map_err(|source| ShimError::OpenFifo {
+        .map_err(|source| StdioError::OpenFifo {
             path: path.to_owned(),
             source,
         })?;
@@ -143,7 +199,7 @@ fn pump_stdin(agent: &AgentClient, id: &str, exec_id: &str, path: &Path) -> Resu
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(source) => {
-                return Err(ShimError::OpenFifo {
+                return Err(StdioError::ReadFifo {
                     path: path.to_owned(),
                     source,
                 })
@@ -153,7 +209,7 @@ fn pump_stdin(agent: &AgentClient, id: &str, exec_id: &str, path: &Path) -> Resu
         while done < n {
             let took = agent
                 .write_stdin(id, exec_id, &buf[done..n])
-                .map_err(ShimError::Agent)? as usize;
+                .map_err(StdioError::WriteStdin)? as usize;
             if took == 0 {
                 return Ok(());
             }
@@ -177,7 +233,10 @@ mod tests {
             fifo("fifo:///run/x").unwrap(),
             Some(PathBuf::from("/run/x"))
         );
-        assert!(fifo("binary:///usr/bin/logger?a=b").is_err());
+        assert!(matches!(
+            fifo("binary:///usr/bin/logger?a=b"),
+            Err(StdioError::UnsupportedLogDriver { .. })
+        ));
     }
 
     #[test]

@@ -1,28 +1,18 @@
 //! The API socket (`--api-sock PATH`): pause, resume, shutdown and status,
-//! and hot bind mounts in the virtio-fs share.
+//! snapshots, and hot bind mounts in the virtio-fs share.
 //!
-//! A unix stream socket carrying one JSON object per line each way:
-//!
-//! ```text
-//! → {"action":"pause"}        ← {"ok":true,"state":"paused"}
-//! → {"action":"resume"}       ← {"ok":true,"state":"running"}
-//! → {"action":"status"}       ← {"ok":true,"state":"running"}
-//! → {"action":"shutdown"}     ← {"ok":true,"state":"stopping"}   (then the VMM exits 0)
-//! → {"action":"fs_add","source":"/abs/host/path","target":"rel/path","readonly":true}
-//!                             ← {"ok":true}
-//! → {"action":"fs_remove","target":"rel/path"}
-//!                             ← {"ok":true}
-//! → {"action":"fs_list"}      ← {"ok":true,"mounts":[{"source":"...","target":"...","readonly":true}]}
-//! → {"action":"snapshot","state":"/abs/state","memory":"/abs/memory"}
-//!                             ← {"ok":true,"state":"paused","state_bytes":N,"memory_bytes":N,"millis":N}
-//! → anything else             ← {"ok":false,"error":"..."}
-//! ```
+//! A unix stream socket carrying one JSON object per line each way. The
+//! requests and replies are `vessel_vmm_client::api`'s ([`Request`],
+//! [`Reply`]), which document the lines; every starter's client sends the
+//! same types, so the two sides cannot drift apart.
 //!
 //! `snapshot` needs a paused VM and leaves it paused; it writes the state
 //! file and the memory file of [`crate::snapshot`] (mode 0600, each whole
 //! or not at all). `vessel-vmm --restore-state STATE --restore-memory
 //! MEMORY` starts the VM again, in a new process. A VM with a virtio-fs
-//! device refuses. Pause, resume and snapshot are served one at a time.
+//! device can be snapshotted only while its guest has never mounted the
+//! share (no FUSE request yet); afterwards the snapshot is refused and the
+//! VM carries on. Pause, resume and snapshot are served one at a time.
 //!
 //! `fs_add` bind-mounts the host path `source` (a directory or a file) at
 //! `target`, relative to the shared directory of `--fs-dir`, `nosuid,nodev`
@@ -44,15 +34,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
-use serde_json::{json, Value};
 use tracing::{debug, warn};
+pub use vessel_vmm_client::api::MAX_REQUEST_BYTES;
+use vessel_vmm_client::api::{Action, FsMount, Reply, Request, RequestError, VmState};
 
-use crate::control::VcpuControl;
+use crate::cpu::control::{RunState, VcpuControl};
 use crate::devices::virtio::fs::SharedDir;
 use crate::snapshot::Snapshotter;
-
-/// The longest request line accepted.
-pub const MAX_REQUEST_BYTES: u64 = 4096;
 
 /// Errors of serving the API.
 #[derive(Debug, thiserror::Error)]
@@ -165,13 +153,13 @@ fn serve(stream: UnixStream, context: &Context) {
         let too_long = line.len() as u64 > MAX_REQUEST_BYTES;
         let (reply, then_stop) = if too_long {
             (
-                error(&format!("request longer than {MAX_REQUEST_BYTES} bytes")),
+                Reply::error(format!("request longer than {MAX_REQUEST_BYTES} bytes")),
                 false,
             )
         } else {
             handle(&line, context)
         };
-        let mut text = reply.to_string();
+        let mut text = reply.to_line();
         text.push('\n');
         if let Err(err) = writer
             .write_all(text.as_bytes())
@@ -190,132 +178,136 @@ fn serve(stream: UnixStream, context: &Context) {
     }
 }
 
-fn error(message: &str) -> Value {
-    json!({ "ok": false, "error": message })
+/// The reply of a VM state.
+fn state_reply(state: RunState) -> Reply {
+    Reply::state(match state {
+        RunState::Running => VmState::Running,
+        RunState::Paused => VmState::Paused,
+        RunState::Stopping => VmState::Stopping,
+    })
 }
 
-/// A string field of a request, or the error reply naming it.
-fn string_field<'a>(request: &'a Value, action: &str, key: &str) -> Result<&'a str, Value> {
-    request
-        .get(key)
-        .and_then(Value::as_str)
-        .ok_or_else(|| error(&format!("{action} needs a string field {key:?}")))
+/// The reply to an `fs_*` action without a shared directory.
+fn no_share(action: Action) -> Reply {
+    Reply::error(format!(
+        "{}: there is no shared directory (start vessel-vmm with --fs-dir)",
+        action.as_str()
+    ))
 }
 
-/// The `fs_*` actions.
-fn handle_fs(action: &str, request: &Value, shared: Option<&SharedDir>) -> Value {
-    let Some(shared) = shared else {
-        return error(&format!(
-            "{action}: there is no shared directory (start vessel-vmm with --fs-dir)"
-        ));
-    };
-    let result = match action {
-        "fs_add" => {
-            let source = match string_field(request, action, "source") {
-                Ok(s) => s,
-                Err(reply) => return reply,
-            };
-            let target = match string_field(request, action, "target") {
-                Ok(t) => t,
-                Err(reply) => return reply,
-            };
-            let readonly = match request.get("readonly") {
-                None => false,
-                Some(Value::Bool(b)) => *b,
-                Some(_) => return error("fs_add: \"readonly\" must be true or false"),
-            };
-            shared.add(Path::new(source), target, readonly)
+/// The reply to `snapshot` on a VMM that cannot take one.
+fn no_snapshots() -> Reply {
+    Reply::error("snapshot: this VMM cannot take snapshots")
+}
+
+/// The error reply of an action this VMM cannot serve at all, whatever
+/// the request's fields say: it comes before any complaint about them.
+fn unservable(action: Action, context: &Context) -> Option<Reply> {
+    match action {
+        Action::FsAdd | Action::FsRemove | Action::FsList if context.shared.is_none() => {
+            Some(no_share(action))
         }
-        "fs_remove" => match string_field(request, action, "target") {
-            Ok(target) => shared.remove(target),
-            Err(reply) => return reply,
-        },
+        Action::Snapshot if context.snapshotter.is_none() => Some(no_snapshots()),
+        _ => None,
+    }
+}
+
+/// The `fs_*` actions, on the share.
+fn handle_fs(request: &Request, shared: &SharedDir) -> Reply {
+    let action = request.action().as_str();
+    let result = match request {
+        Request::FsAdd {
+            source,
+            target,
+            readonly,
+        } => shared.add(source, target, *readonly),
+        Request::FsRemove { target } => shared.remove(target),
         _ => {
-            let mounts: Vec<Value> = shared
+            let mounts = shared
                 .list()
                 .into_iter()
-                .map(|m| json!({"source": m.source, "target": m.target, "readonly": m.readonly}))
+                .map(|m| FsMount {
+                    source: m.source,
+                    target: m.target,
+                    readonly: m.readonly,
+                })
                 .collect();
-            return json!({ "ok": true, "mounts": mounts });
+            return Reply {
+                mounts: Some(mounts),
+                ..Reply::ok()
+            };
         }
     };
     match result {
-        Ok(()) => json!({ "ok": true }),
-        Err(err) => error(&format!("{action}: {}", crate::error_chain(&err))),
+        Ok(()) => Reply::ok(),
+        Err(err) => Reply::error(format!("{action}: {}", crate::error_chain(&err))),
     }
 }
 
 /// The `snapshot` action.
-fn handle_snapshot(request: &Value, context: &Context) -> Value {
-    let Some(snapshotter) = &context.snapshotter else {
-        return error("snapshot: this VMM cannot take snapshots");
-    };
-    let state = match string_field(request, "snapshot", "state") {
-        Ok(s) => PathBuf::from(s),
-        Err(reply) => return reply,
-    };
-    let memory = match string_field(request, "snapshot", "memory") {
-        Ok(m) => PathBuf::from(m),
-        Err(reply) => return reply,
-    };
-    match snapshotter.snapshot(&state, &memory) {
-        Ok(info) => json!({
-            "ok": true,
-            "state": "paused",
-            "state_bytes": info.state_bytes,
-            "memory_bytes": info.memory_bytes,
-            "millis": info.millis,
-        }),
+fn handle_snapshot(snapshotter: &Snapshotter, state: &Path, memory: &Path) -> Reply {
+    match snapshotter.snapshot(state, memory) {
+        Ok(info) => Reply {
+            state_bytes: Some(info.state_bytes),
+            memory_bytes: Some(info.memory_bytes),
+            millis: Some(info.millis),
+            ..Reply::state(VmState::Paused)
+        },
         Err(err) => {
             warn!(error = %crate::error_chain(&err), "API: snapshot");
-            error(&format!("snapshot: {}", crate::error_chain(&err)))
+            Reply::error(format!("snapshot: {}", crate::error_chain(&err)))
         }
     }
 }
 
 /// The reply to one request line, and whether to stop the VM after sending it.
-fn handle(line: &[u8], context: &Context) -> (Value, bool) {
-    let (control, shared) = (&*context.control, context.shared.as_deref());
-    let request: Value = match serde_json::from_slice(line) {
-        Ok(v) => v,
-        Err(err) => return (error(&format!("request is not JSON: {err}")), false),
+fn handle(line: &[u8], context: &Context) -> (Reply, bool) {
+    let request = match Request::parse(line) {
+        Ok(request) => request,
+        Err(RequestError::Field { action, message }) => {
+            return (
+                unservable(action, context).unwrap_or(Reply::error(message)),
+                false,
+            )
+        }
+        Err(err) => return (Reply::error(err.to_string()), false),
     };
-    let Some(action) = request.get("action").and_then(Value::as_str) else {
-        return (error("request needs a string field \"action\""), false);
-    };
-    let ok = |state: &str| json!({ "ok": true, "state": state });
-    let _serial = match action {
-        "pause" | "resume" | "snapshot" => {
+    let control = &*context.control;
+    let _serial = match request {
+        Request::Pause | Request::Resume | Request::Snapshot { .. } => {
             Some(context.run_state.lock().unwrap_or_else(|p| p.into_inner()))
         }
         _ => None,
     };
-    match action {
-        "status" => (ok(control.state().as_str()), false),
-        "snapshot" => (handle_snapshot(&request, context), false),
-        "pause" => match control.pause() {
-            Ok(()) => (ok("paused"), false),
-            Err(err) => (error(&err.to_string()), false),
+    let reply = match &request {
+        Request::Status => state_reply(control.state()),
+        Request::Pause => match control.pause() {
+            Ok(()) => Reply::state(VmState::Paused),
+            Err(err) => Reply::error(err.to_string()),
         },
-        "resume" => match control.resume() {
-            Ok(()) => (ok("running"), false),
-            Err(err) => (error(&err.to_string()), false),
+        Request::Resume => match control.resume() {
+            Ok(()) => Reply::state(VmState::Running),
+            Err(err) => Reply::error(err.to_string()),
         },
-        "shutdown" => (ok("stopping"), true),
-        "fs_add" | "fs_remove" | "fs_list" => (handle_fs(action, &request, shared), false),
-        other => (
-            error(&format!(
-                "unknown action {other:?} (expected pause, resume, shutdown, status, \
-                 snapshot, fs_add, fs_remove or fs_list)"
-            )),
-            false,
-        ),
-    }
+        Request::Shutdown => return (Reply::state(VmState::Stopping), true),
+        Request::Snapshot { state, memory } => match context.snapshotter.as_deref() {
+            Some(snapshotter) => handle_snapshot(snapshotter, state, memory),
+            None => no_snapshots(),
+        },
+        Request::FsAdd { .. } | Request::FsRemove { .. } | Request::FsList => {
+            match context.shared.as_deref() {
+                Some(shared) => handle_fs(&request, shared),
+                None => no_share(request.action()),
+            }
+        }
+    };
+    (reply, false)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{json, Value};
 
     fn roundtrip(stream: &mut UnixStream, request: &str) -> Value {
         stream.write_all(request.as_bytes()).unwrap();
@@ -364,7 +356,7 @@ mod tests {
         );
         // The reply goes out first; the stop follows at once.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while control.state() != crate::control::RunState::Stopping {
+        while control.state() != crate::cpu::control::RunState::Stopping {
             assert!(
                 std::time::Instant::now() < deadline,
                 "shutdown never stopped the VM"

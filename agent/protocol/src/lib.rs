@@ -6,8 +6,8 @@
 /// The protobuf package of the agent API.
 pub const API_VERSION: &str = "vessel.agent.v1";
 
-/// The vsock port the agent listens on.
-pub const AGENT_VSOCK_PORT: u32 = 1024;
+pub mod contract;
+pub use contract::{AGENT_VSOCK_PORT, SHARED_DIR, SHARE_TAG};
 
 /// Everything generated from `proto/agent.proto`, under one set of allows.
 #[allow(

@@ -22,6 +22,7 @@ mod pause;
 pub mod plan;
 mod ps;
 mod remove;
+mod resolve;
 pub mod seccomp;
 pub mod share;
 pub mod spawn;

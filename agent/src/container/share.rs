@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use super::error::SpecError;
-use super::mounts::secure_join;
+use super::resolve::secure_join;
 
 /// Where the agent mounted the share (see [`crate::share::SHARED_DIR`]).
 pub const SHARE_ROOT: &str = crate::share::SHARED_DIR;

@@ -4,5 +4,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    vessel_vmm::devices::virtio::test_utils::fuzz_rng_queue(data);
+    vessel_vmm::devices::virtio::rng::test_utils::fuzz_rng_queue(data);
 });

@@ -6,5 +6,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    vessel_vmm::devices::virtio::test_utils::fuzz_fs_queue(data);
+    vessel_vmm::devices::virtio::fs::test_utils::fuzz_fs_queue(data);
 });

@@ -5,5 +5,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    vessel_vmm::devices::virtio::test_utils::fuzz_mmio_transport(data);
+    vessel_vmm::devices::virtio::mmio::test_utils::fuzz_mmio_transport(data);
 });

@@ -5,5 +5,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    vessel_vmm::devices::virtio::test_utils::fuzz_vsock_tx(data);
+    vessel_vmm::devices::virtio::vsock::test_utils::fuzz_vsock_tx(data);
 });

@@ -3,6 +3,8 @@
 //! A configuration comes from command-line flags, optionally on top of a JSON
 //! file (`--config FILE`, see [`file`]); flags override the file's values.
 
+#[cfg(test)]
+mod client_tests;
 pub mod file;
 pub mod restore;
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! CPU, saved from KVM and put back into a fresh vCPU.
 //!
 //! The save runs on the vCPU's own thread while the VM is paused (see
-//! [`crate::control::VcpuControl::save_vcpus`]), after one `KVM_RUN` with
+//! [`super::control::VcpuControl::save_vcpus`]), after one `KVM_RUN` with
 //! `immediate_exit` set so KVM finishes an I/O instruction whose exit we
 //! handled but the guest has not seen completed.
 //!

@@ -8,10 +8,10 @@ use kvm_bindings::{kvm_lapic_state, CpuId};
 use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
 use tracing::{debug, error, info, warn};
 
+use super::control::VcpuControl;
 use super::snapshot::{self, VcpuCaps};
 use super::{cpuid, msr};
 use crate::boot::tables;
-use crate::control::VcpuControl;
 use crate::devices::{Bus, DeviceAction};
 use crate::profile::CpuidFeature;
 

@@ -1,4 +1,6 @@
-//! Emulated devices and the port-I/O bus that dispatches guest accesses.
+//! Emulated devices and the [`Bus`] that dispatches the guest's accesses to
+//! them: port I/O to the [`legacy`] devices, MMIO to the [`virtio`]
+//! transports' windows. The bus also saves every device for a snapshot.
 
 pub mod legacy;
 pub mod virtio;

@@ -11,7 +11,7 @@ use vm_memory::GuestMemoryMmap;
 use super::kvm::KvmVmState;
 use super::state::VMM_VERSION;
 use super::{file, memory, SnapshotError, VmState};
-use crate::control::VcpuControl;
+use crate::cpu::control::VcpuControl;
 use crate::devices::Bus;
 
 /// What a snapshot wrote.

@@ -15,7 +15,7 @@ use super::file::{self, FORMAT_VERSION, MAGIC};
 use crate::devices::legacy::serial::SerialDevice;
 use crate::devices::virtio::fs::{self, CacheMode, FsServer};
 use crate::devices::virtio::mmio::MmioTransport;
-use crate::devices::virtio::test_utils::temp_uds_path;
+use crate::devices::virtio::vsock::test_utils::temp_uds_path;
 use crate::devices::virtio::{rng::Rng, vsock::Vsock, DeviceKind, IrqTrigger, VirtioDevice};
 
 /// `json` framed as a state file of this format version.

@@ -1,11 +1,11 @@
 //! VM snapshots: a paused VM written to two files, and restored from them
 //! in a new process.
 //!
-//! - The **state file** ([`file`]) holds everything the guest can observe
-//!   apart from its RAM ([`state::VmState`]): per vCPU the registers,
-//!   special registers, FPU and xsave, MSRs, LAPIC, vCPU events and MP
-//!   state ([`crate::cpu::snapshot`]); the in-kernel PIC, IOAPIC and PIT and
-//!   the KVM clock ([`kvm`]); the serial UART, the i8042, and each
+//! - The **state file** ([`file`](mod@file)) holds everything the guest
+//!   can observe apart from its RAM ([`state::VmState`]): per vCPU the
+//!   registers, special registers, FPU and xsave, MSRs, LAPIC, vCPU events
+//!   and MP state ([`crate::cpu::snapshot`]); the in-kernel PIC, IOAPIC and
+//!   PIT and the KVM clock ([`kvm`]); the serial UART, the i8042, and each
 //!   virtio-mmio transport with its queues and its device. It is JSON
 //!   behind a header with a magic, a format version and a SHA-256 of the
 //!   JSON; a file of another format version, a corrupt one and a cut one
@@ -18,8 +18,19 @@
 //!
 //! [`create::Snapshotter`] takes a snapshot of a paused VM (the API's
 //! `snapshot` action); [`load`] reads and checks both files for
-//! [`crate::vm::Vm::restore`]. A virtio-fs device cannot be snapshotted
-//! (its FUSE session holds host file descriptors): a VM with one refuses.
+//! [`crate::vm::Vm::restore`]. A device that cannot be saved now refuses
+//! the whole snapshot, with its reason
+//! ([`crate::devices::DevicesError::SnapshotUnsupported`]).
+//!
+//! A virtio-fs device can be snapshotted only while its guest has never
+//! posted a FUSE request on either queue, i.e. has not mounted the share:
+//! it is then saved as its tag and its queues, and a restore serves the
+//! directory the restoring host names for that tag. Once the guest has
+//! posted a request (on the available ring, served or not; rings that
+//! cannot be read count too), the snapshot is refused: the FUSE session's
+//! inode and handle tables live in this process and the guest refers to
+//! them.
+//!
 //! vsock host connections do not survive a restore; the restored device
 //! sends the guest a TRANSPORT_RESET.
 
@@ -101,7 +112,7 @@ pub enum SnapshotError {
     #[error("cannot set the {0} state in KVM")]
     SetVmState(&'static str, #[source] kvm_ioctls::Error),
     #[error("cannot save the vCPUs")]
-    SaveVcpus(#[source] crate::control::ControlError),
+    SaveVcpus(#[source] crate::cpu::control::ControlError),
     #[error("cannot save the devices")]
     SaveDevices(#[source] crate::devices::DevicesError),
 }

@@ -17,7 +17,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use crate::api::ApiServer;
 use crate::boot::{layout, loader, mptable, params, tables};
 use crate::config::{FsConfig, SerialOutput, VmConfig};
-use crate::control::{install_kick_handler, VcpuControl};
+use crate::cpu::control::{install_kick_handler, VcpuControl};
 use crate::cpu::snapshot::{VcpuCaps, VcpuStateError};
 use crate::cpu::vcpu::{Vcpu, VcpuError, VmExit};
 use crate::devices::legacy::serial::{SerialDevice, SerialError, SERIAL_IRQ};
@@ -74,7 +74,7 @@ pub enum VmError {
     #[error("cannot set up the virtio-fs device")]
     CreateFs(#[source] virtio_fs::FsError),
     #[error("cannot set up vCPU control")]
-    Control(#[source] crate::control::ControlError),
+    Control(#[source] crate::cpu::control::ControlError),
     #[error("cannot serve the API")]
     Api(#[source] crate::api::ApiError),
     #[error("cannot set up a vCPU")]
@@ -177,8 +177,6 @@ impl<'a> VirtioAttacher<'a> {
         Ok(())
     }
 
-    /// Attaches a device whose `subscriber` gets an event loop of its own,
-    /// run by a thread named `name` that calls `on_start` first.
     /// Attaches a virtio-fs device tagged `tag` serving `share`, the
     /// prepared directory of `fs`, on a thread of its own.
     fn attach_fs(
@@ -202,6 +200,8 @@ impl<'a> VirtioAttacher<'a> {
         Ok(())
     }
 
+    /// Attaches a device whose `subscriber` gets an event loop of its own,
+    /// run by a thread named `name` that calls `on_start` first.
     fn attach_on_own_thread<D, S>(
         &mut self,
         device: D,

@@ -6,6 +6,18 @@
 //! queue notifications arrive on one `EventFd` per queue (registered with KVM
 //! as ioeventfds), and the device raises its interrupt through an
 //! [`IrqTrigger`] whose `EventFd` is a KVM irqfd.
+//!
+//! For a snapshot, each device saves a [`DeviceState`] beside its
+//! transport's registers ([`mmio::TransportState`]); a device that cannot
+//! be saved now says why ([`VirtioDevice::save_state`]) and the snapshot is
+//! refused.
+//!
+//! Each device model has its own folder (`rng`, `vsock`, `fs`): the device,
+//! its event loop handler, its tests, and a `test_utils` module (tests and
+//! the `test-utils` feature) with its queue set, its activation and its
+//! fuzz driver. The driver-side virtqueue they all build on is in this
+//! folder's `test_utils`; the transport's fuzz driver is in
+//! `mmio::test_utils`.
 
 pub mod fs;
 pub mod mmio;

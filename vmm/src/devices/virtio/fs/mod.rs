@@ -9,10 +9,10 @@
 //! no DAX window: SETUPMAPPING and REMOVEMAPPING are answered ENOSYS.
 //!
 //! The device is split in two so that file I/O never runs under the lock
-//! the vCPUs take for MMIO registers: [`Fs`] is the [`VirtioDevice`] the
-//! transport drives, [`FsWorker`] the subscriber of its own event loop,
-//! run by its own thread (`vmm-fs`), apart from the shared device loop that
-//! serves vsock. They share the active queues behind a mutex taken per
+//! the vCPUs take for MMIO registers: [`Fs`] is the
+//! [`VirtioDevice`](super::VirtioDevice) the transport drives, [`FsWorker`]
+//! the subscriber of its own event loop, run by its own thread (`vmm-fs`),
+//! apart from the shared device loop that serves virtio-rng and vsock. They share the active queues behind a mutex taken per
 //! request.
 //!
 //! Events the worker handles, in its event loop ([`event_handler`]):
@@ -36,17 +36,25 @@
 //! `..` at the root, `O_NOFOLLOW` everywhere, opening only regular files and
 //! directories, inodes only by the ids it handed out); and our [`policy`] in
 //! front of it. Hot-added bind mounts are in [`hotplug`].
+//!
+//! Snapshots: until the guest posts its first request (it has not mounted
+//! the share), the device is only its tag and its queues, and is saved as
+//! such; a restore serves the directory the restoring host names under that
+//! tag. Once the guest has posted a request, [`Fs`] refuses to be saved, and
+//! with it the snapshot: the FUSE session's inode and handle tables live in
+//! this process and the guest's kernel refers to them.
 
 pub mod counters;
 pub mod device;
 pub mod event_handler;
-pub mod hotplug;
 pub mod policy;
 pub mod server;
 pub mod share;
 mod sys;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod test_client;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod test_utils;
 
 #[cfg(test)]
 mod containment_tests;
@@ -59,7 +67,7 @@ use std::path::PathBuf;
 pub use counters::FsCounters;
 pub use device::{Fs, FsWorker};
 pub use server::{CacheMode, FsServer};
-pub use share::SharedDir;
+pub use share::{hotplug, SharedDir};
 
 /// Errors of the virtio-fs device, its shared directory and its hot mounts.
 #[derive(Debug, thiserror::Error)]

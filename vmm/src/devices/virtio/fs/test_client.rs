@@ -14,7 +14,7 @@ use vm_memory::ByteValued;
 
 use super::device::{self, Fs, FsWorker};
 use super::server::{CacheMode, FsServer};
-use crate::devices::virtio::test_utils::FsQueues;
+use super::test_utils::FsQueues;
 use crate::devices::virtio::VirtioDevice;
 
 /// The secret kept outside the share; it must never reach the guest.

@@ -10,8 +10,8 @@ use vm_memory::{ByteValued, Bytes, GuestAddress};
 
 use super::device::{self, check_tag, CONFIG_LEN, NUM_QUEUES, QUEUE_SIZE};
 use super::test_client::{decode, init_request, name, populate, request, FuseClient, ROOT};
+use super::test_utils::FsQueues;
 use super::{CacheMode, FsServer};
-use crate::devices::virtio::test_utils::FsQueues;
 use crate::devices::virtio::{device_type, interrupt, ActivateError, VirtioDevice};
 
 fn share() -> (tempfile::TempDir, std::path::PathBuf) {

@@ -256,7 +256,8 @@ impl From<RngError> for std::io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::devices::virtio::test_utils::{activation, VirtQueue};
+    use crate::devices::virtio::rng::test_utils::activation;
+    use crate::devices::virtio::test_utils::VirtQueue;
 
     fn active_rng(q: &VirtQueue) -> Rng {
         let mut rng = Rng::new().unwrap();

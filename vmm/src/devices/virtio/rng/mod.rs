@@ -8,12 +8,17 @@
 //!   QueueNotify); the device fills every available buffer, returns it on the
 //!   used ring and interrupts the guest if the driver wants it.
 //!
-//! Guest-controlled input is the descriptor chains. Read-only descriptors,
-//! descriptors outside guest memory and oversized requests are counted and
-//! skipped; nothing the guest posts can make the device panic or allocate
-//! more than [`device::MAX_BYTES_PER_REQUEST`].
+//! Guest-controlled input is the descriptor chains. Read-only descriptors
+//! and descriptors outside guest memory are counted and skipped; a request
+//! gets at most [`device::MAX_BYTES_PER_REQUEST`] bytes, however long its
+//! buffers. Nothing the guest posts can make the device panic.
+//!
+//! The device keeps no state beyond its features and queues, so it can
+//! always be snapshotted.
 
 pub mod device;
 pub mod event_handler;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod test_utils;
 
 pub use device::{Rng, RngCounters, RngError};

@@ -5,12 +5,21 @@ use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
 use std::num::Wrapping;
 use std::os::unix::net::UnixStream;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use event_manager::EventSet;
 
-use super::muxer::{CLOSE_TIMEOUT, HALF_CLOSED_TIMEOUT};
 use super::packet::{shutdown, Header};
+
+/// How long a connection the guest shut down may take to hand its last
+/// bytes to a slow host stream (restarted whenever the host takes some).
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a connection whose host stream reached end of file stays open
+/// with no guest data moving towards the host: the guest should answer the
+/// SHUTDOWN(SEND) with its own shutdown or an RST, and is reset otherwise.
+/// Generous, because a guest server may read a request to end of file and
+/// then work on its reply; it only bounds leaked connections.
+pub const HALF_CLOSED_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The receive buffer the device advertises for each connection: guest bytes
 /// it accepted but has not yet written to the host stream stay below this.

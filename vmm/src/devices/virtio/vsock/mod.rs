@@ -20,10 +20,11 @@
 //! - **rx queue event**: the guest posted receive buffers; waiting control
 //!   packets and host stream data fill them (within the guest's credit).
 //! - **event queue event**: buffers stay for TRANSPORT_RESET. After a
-//!   snapshot restore the device sends one ([`VirtioDevice::restored`]) and
-//!   serves no host client until the guest posts an event buffer again,
-//!   its sign that it has reset its old connections (which would otherwise
-//!   take the new ones along), or [`device::RESET_TIMEOUT`] passes.
+//!   snapshot restore the device sends one
+//!   ([`VirtioDevice::restored`](super::VirtioDevice::restored)) and serves
+//!   no host client until the guest posts an event buffer again, its sign
+//!   that it has reset its old connections (which would otherwise take the
+//!   new ones along), or [`device::RESET_TIMEOUT`] passes.
 //! - **listener readable**: a host client connected; its `CONNECT` line is
 //!   read without blocking.
 //! - **host stream readable / writable**: data for the guest, or room for
@@ -33,7 +34,9 @@
 //!   winding-down connection made no progress: one the guest shut down
 //!   whose last bytes the host stream does not take
 //!   ([`muxer::CLOSE_TIMEOUT`]), or one whose host stream reached end of file
-//!   with no guest data moving ([`muxer::HALF_CLOSED_TIMEOUT`]).
+//!   with no guest data moving ([`muxer::HALF_CLOSED_TIMEOUT`]); or, after
+//!   a restore, the guest has not taken its TRANSPORT_RESET within
+//!   [`device::RESET_TIMEOUT`].
 //!
 //! Flow control: every packet the device sends carries its `buf_alloc`
 //! ([`connection::BUF_ALLOC`]) and `fwd_cnt`; it never sends more payload
@@ -48,8 +51,8 @@ pub mod device;
 pub mod event_handler;
 pub mod muxer;
 pub mod packet;
-#[cfg(test)]
-mod restore_tests;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod test_utils;
 #[cfg(test)]
 mod tests;
 mod unix;

@@ -1,0 +1,317 @@
+//! One pod's VM: the VMM process, its sockets, its console log and the
+//! shared directory, under a state directory of its own. Started through
+//! `vessel-vmm-client`: a restore of the config's template, or a boot
+//! where templates are off or none can be made.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+use vessel_agent_protocol::{AgentClient, SHARE_TAG};
+use vessel_vmm_client::template::adopt;
+use vessel_vmm_client::{
+    connect_agent, BootSpec, Endpoints, Launch, PidFd, RestoreSpec, VmmProcess,
+};
+
+use crate::config::VesselConfig;
+use crate::mounts::SharedDir;
+use crate::vm::error::VmError;
+use crate::vm::launch;
+
+/// Agent calls that return at once; long polls use their own connections.
+const CALL_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a guest may take to leave after the agent's Shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long a further connection may take to a running agent.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The state directory of sandbox `id` in `namespace`: short, so socket
+/// paths fit `sun_path`.
+pub fn state_dir(root: &Path, namespace: &str, id: &str) -> PathBuf {
+    let digest = Sha256::digest(format!("{namespace}/{id}").as_bytes());
+    let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    root.join(hex)
+}
+
+/// A running pod VM.
+pub struct Sandbox {
+    id: String,
+    dir: PathBuf,
+    vmm_pid: u32,
+    /// Signals reach this VMM, never a process that reused its pid.
+    vmm: PidFd,
+    vsock: PathBuf,
+    agent: AgentClient,
+    exited: watch::Receiver<bool>,
+    share: Mutex<Option<SharedDir>>,
+}
+
+impl Sandbox {
+    /// Creates the state directory and share, starts the VMM (restoring
+    /// the config's template, or booting when templates are off or none
+    /// can be made) and waits for the agent's first answer. Blocking.
+    /// `on_exit` runs once the VMM has exited. A failure leaves no VMM and
+    /// no state directory behind.
+    pub fn boot(
+        id: &str,
+        namespace: &str,
+        config: &VesselConfig,
+        on_exit: Box<dyn FnOnce() + Send>,
+    ) -> Result<Sandbox, VmError> {
+        let dir = state_dir(&config.state_dir, namespace, id);
+        std::fs::create_dir_all(&dir).map_err(|source| VmError::CreateStateDir {
+            path: dir.clone(),
+            source,
+        })?;
+        let share = match SharedDir::create(&dir.join("shared")) {
+            Ok(share) => share,
+            Err(error) => {
+                remove_state(&dir, None);
+                return Err(VmError::PrepareShare(error));
+            }
+        };
+        let started = Self::start(id, &dir, &share, config, on_exit);
+        match started {
+            Ok((vmm_pid, vmm, agent, exited)) => Ok(Sandbox {
+                id: id.to_owned(),
+                vsock: dir.join("vsock.sock"),
+                dir,
+                vmm_pid,
+                vmm,
+                agent,
+                exited,
+                share: Mutex::new(Some(share)),
+            }),
+            Err(error) => {
+                remove_state(&dir, Some(share));
+                Err(error)
+            }
+        }
+    }
+
+    /// Starts the VMM in `dir` and reaches its agent; kills it on failure.
+    fn start(
+        id: &str,
+        dir: &Path,
+        share: &SharedDir,
+        config: &VesselConfig,
+        on_exit: Box<dyn FnOnce() + Send>,
+    ) -> Result<(u32, PidFd, AgentClient, watch::Receiver<bool>), VmError> {
+        let endpoints = Endpoints::in_dir(dir);
+        let (vsock, console) = (dir.join("vsock.sock"), dir.join("console.log"));
+        let log_path = dir.join("vmm.log");
+        let vmm_log = File::create(&log_path).map_err(|source| VmError::CreateLog {
+            path: log_path.clone(),
+            source,
+        })?;
+        let guest = launch::guest(config, share.path());
+        let template = match config.templates.then(|| launch::template(config, &guest)) {
+            Some(Ok(template)) => Some(template),
+            Some(Err(error)) => {
+                let error = crate::cause::chain(&VmError::Template(Box::new(error)));
+                tracing::warn!(%error, "no VM template; booting the pod's VM");
+                None
+            }
+            None => None,
+        };
+        let launch = match &template {
+            Some(t) => Launch::Restore(RestoreSpec {
+                fs_dir: Some(share.path().to_owned()),
+                endpoints,
+                ..t.restore_spec()
+            }),
+            None => Launch::Boot(BootSpec {
+                cmdline: launch::boot_cmdline(&guest),
+                endpoints,
+                ..guest
+            }),
+        };
+        let mut command = launch::vmm(config).command(&launch);
+        command.stdout(Stdio::null()).stderr(vmm_log);
+        let mut process = VmmProcess::spawn(&mut command).map_err(VmError::SpawnVmm)?;
+        let vmm_pid = process.pid();
+        // Our unreaped child: the pid is still its own.
+        let pidfd = PidFd::open(vmm_pid).map_err(VmError::SpawnWaiter)?;
+        if let Err(error) = std::fs::write(dir.join("vmm.pid"), vmm_pid.to_string()) {
+            tracing::warn!(%error, "cannot write vmm.pid");
+        }
+        let (tx, exited) = watch::channel(false);
+        // A failed spawn drops the process, which kills the VMM.
+        std::thread::Builder::new()
+            .name("vmm-wait".into())
+            .spawn(move || {
+                let status = process.wait();
+                tracing::info!(pid = vmm_pid, ?status, "the VMM exited");
+                let _ = tx.send(true);
+                on_exit();
+            })
+            .map_err(VmError::SpawnWaiter)?;
+        tracing::info!(
+            sandbox = id,
+            pid = vmm_pid,
+            vcpus = config.vcpus,
+            memory_mib = config.memory_mib,
+            template = template.as_ref().map(|t| t.key.as_str()),
+            "VMM started"
+        );
+
+        let booting = Instant::now();
+        let timeout = Duration::from_secs(config.boot_timeout_secs);
+        let kill = |error: VmError| {
+            kill_and_wait(&pidfd, &exited);
+            error
+        };
+        let agent = connect_agent(&vsock, timeout, CALL_TIMEOUT, || *exited.borrow()).map_err(
+            |source| {
+                kill(VmError::ConnectAgent {
+                    console: console.clone(),
+                    source: Box::new(source),
+                })
+            },
+        )?;
+        if template.is_some() {
+            adopt(&agent, Some(SHARE_TAG)).map_err(|e| kill(VmError::AdoptGuest(Box::new(e))))?;
+        }
+        // bench_shim reads this line: where a pod's start time goes.
+        tracing::info!(
+            sandbox = id,
+            boot_ms = booting.elapsed().as_millis() as u64,
+            restored = template.is_some(),
+            "the agent answered"
+        );
+        Ok((vmm_pid, pidfd, agent, exited))
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn vmm_pid(&self) -> u32 {
+        self.vmm_pid
+    }
+
+    /// The connection for short calls.
+    pub fn agent(&self) -> Result<&AgentClient, VmError> {
+        if *self.exited.borrow() {
+            return Err(VmError::Exited);
+        }
+        Ok(&self.agent)
+    }
+
+    /// A connection of its own, for calls that block (stdio, waits). It
+    /// makes one round trip before real use: the agent has then set the
+    /// connection up (agent/README.md).
+    pub fn connect(&self, call_timeout: Duration) -> Result<AgentClient, VmError> {
+        if *self.exited.borrow() {
+            return Err(VmError::Exited);
+        }
+        connect_agent(&self.vsock, CONNECT_TIMEOUT, call_timeout, || {
+            *self.exited.borrow()
+        })
+        .map_err(|e| VmError::Connect(Box::new(e)))
+    }
+
+    /// Resolves when the VMM has exited.
+    pub fn exited(&self) -> watch::Receiver<bool> {
+        self.exited.clone()
+    }
+
+    /// Runs `f` on the share, while the sandbox has one.
+    pub fn with_share<T, E: From<VmError>>(
+        &self,
+        f: impl FnOnce(&SharedDir) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let share = self.share.lock().unwrap_or_else(|p| p.into_inner());
+        match share.as_ref() {
+            Some(share) => f(share),
+            None => Err(VmError::Exited.into()),
+        }
+    }
+
+    /// Ends the VM (the agent's Shutdown, then SIGKILL after a grace) and
+    /// removes everything the sandbox made. Blocking; idempotent.
+    pub fn shutdown(&self) {
+        if !*self.exited.borrow() {
+            if let Err(error) = self.agent.shutdown() {
+                tracing::info!(error = %error, "agent Shutdown failed; killing the VMM");
+            }
+            if !wait_exited(&self.exited, SHUTDOWN_GRACE) {
+                kill_and_wait(&self.vmm, &self.exited);
+            }
+        }
+        remove_state(
+            &self.dir,
+            self.share.lock().unwrap_or_else(|p| p.into_inner()).take(),
+        );
+    }
+}
+
+/// Waits at most `timeout` for the VMM's waiter to see it exit.
+fn wait_exited(exited: &watch::Receiver<bool>, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while !*exited.borrow() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    *exited.borrow()
+}
+
+/// SIGKILLs the VMM and waits (a grace at most) until it is reaped.
+fn kill_and_wait(vmm: &PidFd, exited: &watch::Receiver<bool>) {
+    if let Err(error) = vmm.kill() {
+        tracing::warn!(%error, "cannot kill the VMM");
+    }
+    if !wait_exited(exited, SHUTDOWN_GRACE) {
+        tracing::warn!("the VMM did not exit after SIGKILL");
+    }
+}
+
+/// Removes a sandbox's state directory after its share's mounts.
+fn remove_state(dir: &Path, share: Option<SharedDir>) {
+    drop(share);
+    for target in crate::mounts::mounts_under(dir).into_iter().rev() {
+        crate::mounts::unmount(&target);
+    }
+    if let Err(error) = std::fs::remove_dir_all(dir) {
+        if error.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(dir = %dir.display(), %error, "cannot remove the sandbox state");
+        }
+    }
+}
+
+/// Cleans up after a shim that died: kills the VMM named in the state
+/// directory's pid file (if it is still a vessel-vmm) and removes the
+/// directory with every mount under it.
+pub fn cleanup_dead(dir: &Path) {
+    let pid = std::fs::read_to_string(dir.join("vmm.pid"))
+        .ok()
+        .and_then(|pid| pid.trim().parse::<u32>().ok());
+    // The pidfd first, then the check: what is checked is what is killed.
+    if let Some((pid, pidfd)) = pid.and_then(|pid| Some((pid, PidFd::open(pid).ok()?))) {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if comm.trim() == "vessel-vmm" {
+            if let Err(error) = pidfd.kill() {
+                tracing::warn!(pid, %error, "cannot kill the dead shim's VMM");
+            }
+        }
+    }
+    remove_state(dir, None);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_dirs_are_short_and_distinct() {
+        let root = Path::new("/run/vessel");
+        let long = "a".repeat(64);
+        let dir = state_dir(root, "k8s.io", &long);
+        assert!(dir.join("vsock.sock").as_os_str().len() < 60);
+        assert_ne!(dir, state_dir(root, "default", &long));
+        assert_eq!(dir, state_dir(root, "k8s.io", &long));
+    }
+}

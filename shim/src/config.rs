@@ -71,6 +71,10 @@ pub struct VesselConfig {
     pub templates: bool,
     /// Where templates are kept.
     pub template_dir: PathBuf,
+    /// The most bytes a pod's console log holds (`console.log` in its
+    /// state directory, on `/run`'s tmpfs): the VMM starts it again past
+    /// that, keeping the latest output. At least 4096.
+    pub console_max_bytes: u64,
 }
 
 impl Default for VesselConfig {
@@ -88,6 +92,7 @@ impl Default for VesselConfig {
             enable_annotations: Vec::new(),
             templates: true,
             template_dir: PathBuf::from("/var/cache/vessel/templates"),
+            console_max_bytes: 1 << 20,
         }
     }
 }
@@ -119,6 +124,8 @@ pub enum ConfigError {
     NoVcpus,
     #[error("config: memory_mib must be at least {MIN_MEMORY_MIB}")]
     TooLittleMemory,
+    #[error("config: console_max_bytes must be at least {MIN_CONSOLE_MAX_BYTES}")]
+    SmallConsoleCap,
     #[error("annotation {key}: not in the config's enable_annotations")]
     AnnotationNotEnabled { key: String },
     #[error("annotation {key}: unknown key")]
@@ -136,6 +143,8 @@ pub enum ConfigError {
 
 /// The least guest memory a config may ask for.
 const MIN_MEMORY_MIB: u32 = 64;
+/// The smallest console cap (vessel-vmm's `--serial-max-bytes` minimum).
+const MIN_CONSOLE_MAX_BYTES: u64 = 4096;
 
 impl VesselConfig {
     /// Reads the config file (`VESSEL_CONFIG`, else [`DEFAULT_CONFIG`]).
@@ -259,6 +268,9 @@ impl VesselConfig {
         }
         if self.memory_mib < MIN_MEMORY_MIB {
             return Err(ConfigError::TooLittleMemory);
+        }
+        if self.console_max_bytes < MIN_CONSOLE_MAX_BYTES {
+            return Err(ConfigError::SmallConsoleCap);
         }
         Ok(())
     }

@@ -125,6 +125,7 @@ fn config_code(e: &ConfigError) -> Code {
         | ConfigError::MissingFile { .. }
         | ConfigError::NoVcpus
         | ConfigError::TooLittleMemory
+        | ConfigError::SmallConsoleCap
         | ConfigError::LoadAtStart(_) => Code::UNKNOWN,
     }
 }

@@ -101,7 +101,10 @@ impl Sandbox {
         config: &VesselConfig,
         on_exit: Box<dyn FnOnce() + Send>,
     ) -> Result<(u32, PidFd, AgentClient, watch::Receiver<bool>), VmError> {
-        let endpoints = Endpoints::in_dir(dir);
+        let endpoints = Endpoints {
+            serial_max_bytes: Some(config.console_max_bytes),
+            ..Endpoints::in_dir(dir)
+        };
         let (vsock, console) = (dir.join("vsock.sock"), dir.join("console.log"));
         let log_path = dir.join("vmm.log");
         let vmm_log = File::create(&log_path).map_err(|source| VmError::CreateLog {

@@ -16,6 +16,9 @@ use std::process::{Command, Stdio};
 pub struct Endpoints {
     /// `--serial`: the guest console's file; `None` is the VMM's stdout.
     pub serial: Option<PathBuf>,
+    /// `--serial-max-bytes`: the most the console file may hold (the VMM
+    /// starts it again past that); `None` is no cap.
+    pub serial_max_bytes: Option<u64>,
     /// `--api-sock`: the API socket (pause, resume, snapshot, shutdown).
     pub api_sock: Option<PathBuf>,
     /// `--vsock-uds`: the host side of the guest's vsock; no vsock device
@@ -29,6 +32,7 @@ impl Endpoints {
     pub fn in_dir(dir: &Path) -> Self {
         Endpoints {
             serial: Some(dir.join("console.log")),
+            serial_max_bytes: None,
             api_sock: Some(dir.join("api.sock")),
             vsock_uds: Some(dir.join("vsock.sock")),
         }
@@ -36,6 +40,9 @@ impl Endpoints {
 
     fn push_args(&self, args: &mut Args) {
         args.opt("--serial", self.serial.as_deref());
+        if let Some(max) = self.serial_max_bytes {
+            args.pair("--serial-max-bytes", max.to_string().as_ref());
+        }
         args.opt("--api-sock", self.api_sock.as_deref());
         args.opt("--vsock-uds", self.vsock_uds.as_deref());
     }
@@ -285,12 +292,16 @@ mod tests {
     #[test]
     fn a_restore_gets_its_own_endpoints_and_share() {
         let mut spec = RestoreSpec::new("/t/state", "/t/memory");
-        spec.endpoints = Endpoints::in_dir(Path::new("/s"));
+        spec.endpoints = Endpoints {
+            serial_max_bytes: Some(1 << 20),
+            ..Endpoints::in_dir(Path::new("/s"))
+        };
         spec.fs_dir = Some("/s/shared".into());
         assert_eq!(
             text(Launch::Restore(spec).args()),
             "--restore-state /t/state --restore-memory /t/memory --serial /s/console.log \
-             --api-sock /s/api.sock --vsock-uds /s/vsock.sock --fs-dir /s/shared"
+             --serial-max-bytes 1048576 --api-sock /s/api.sock --vsock-uds /s/vsock.sock \
+             --fs-dir /s/shared"
         );
     }
 

@@ -27,7 +27,10 @@ fn a_client_boot_spec_parses_to_its_config() {
     spec.vcpus = 2;
     spec.memory_mib = 256;
     spec.cmdline = "vessel.log=debug".into();
-    spec.endpoints = Endpoints::in_dir(dir.path());
+    spec.endpoints = Endpoints {
+        serial_max_bytes: Some(65536),
+        ..Endpoints::in_dir(dir.path())
+    };
     spec.fs = Some(FsSpec::new(&share, "podshare"));
     let profile = HostProfile::Hardware;
     let Launch::Boot(config) = from_args(&strings(spec.args()), profile).unwrap() else {
@@ -41,7 +44,10 @@ fn a_client_boot_spec_parses_to_its_config() {
             cmdline: full_cmdline(profile, Some("vessel.log=debug")),
             vcpus: 2,
             memory_mib: 256,
-            serial: SerialOutput::File(dir.path().join("console.log")),
+            serial: SerialOutput::CappedFile {
+                path: dir.path().join("console.log"),
+                max_bytes: 65536,
+            },
             api_sock: Some(dir.path().join("api.sock")),
             vsock_uds: Some(dir.path().join("vsock.sock")),
             guest_cid: DEFAULT_GUEST_CID,

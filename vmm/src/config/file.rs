@@ -8,6 +8,7 @@
 //!   "vcpus": 2,
 //!   "memory_mib": 256,
 //!   "serial": "stdout",
+//!   "serial_max_bytes": 1048576,
 //!   "api_sock": "/run/vessel/vm.sock",
 //!   "vsock_uds": "/run/vessel/vsock.sock",
 //!   "guest_cid": 3,
@@ -31,17 +32,18 @@ use serde_json::{Map, Value};
 
 use super::{
     CacheMode, ConfigError, SerialOutput, MAX_FS_TAG_LEN, MAX_GUEST_CID, MAX_MEMORY_MIB, MAX_VCPUS,
-    MIN_GUEST_CID, MIN_MEMORY_MIB, MIN_VCPUS,
+    MIN_GUEST_CID, MIN_MEMORY_MIB, MIN_SERIAL_MAX_BYTES, MIN_VCPUS,
 };
 
 /// The keys a config file may have.
-pub const KEYS: [&str; 15] = [
+pub const KEYS: [&str; 16] = [
     "kernel",
     "initrd",
     "cmdline",
     "vcpus",
     "memory_mib",
     "serial",
+    "serial_max_bytes",
     "api_sock",
     "vsock_uds",
     "guest_cid",
@@ -63,6 +65,9 @@ pub struct FileConfig {
     pub vcpus: Option<u8>,
     pub memory_mib: Option<u64>,
     pub serial: Option<SerialOutput>,
+    /// The most bytes the console file may hold (see
+    /// [`super::SerialOutput`]).
+    pub serial_max_bytes: Option<u64>,
     pub api_sock: Option<PathBuf>,
     pub vsock_uds: Option<PathBuf>,
     pub guest_cid: Option<u32>,
@@ -114,6 +119,7 @@ impl FileConfig {
                 .map(|n| u8::try_from(n).expect("MAX_VCPUS fits in u8")),
             memory_mib: fields.number("memory_mib", MIN_MEMORY_MIB, MAX_MEMORY_MIB)?,
             serial: fields.serial()?,
+            serial_max_bytes: fields.number("serial_max_bytes", MIN_SERIAL_MAX_BYTES, u64::MAX)?,
             api_sock: fields.path("api_sock")?,
             vsock_uds: fields.path("vsock_uds")?,
             guest_cid: fields
@@ -141,6 +147,7 @@ impl FileConfig {
             vcpus: self.vcpus.or(base.vcpus),
             memory_mib: self.memory_mib.or(base.memory_mib),
             serial: self.serial.or(base.serial),
+            serial_max_bytes: self.serial_max_bytes.or(base.serial_max_bytes),
             api_sock: self.api_sock.or(base.api_sock),
             vsock_uds: self.vsock_uds.or(base.vsock_uds),
             guest_cid: self.guest_cid.or(base.guest_cid),

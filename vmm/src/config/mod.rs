@@ -8,6 +8,8 @@ mod client_tests;
 pub mod file;
 pub mod restore;
 #[cfg(test)]
+mod serial_tests;
+#[cfg(test)]
 mod tests;
 
 use std::fs::File;
@@ -37,6 +39,9 @@ pub const MIN_GUEST_CID: u32 = 3;
 /// Highest guest CID (`u32::MAX` is `VMADDR_CID_ANY`).
 pub const MAX_GUEST_CID: u32 = u32::MAX - 1;
 
+/// The smallest console cap (`--serial-max-bytes`).
+pub const MIN_SERIAL_MAX_BYTES: u64 = 4096;
+
 /// The virtio-fs mount tag when neither a flag nor the file says.
 pub const DEFAULT_FS_TAG: &str = "vessel";
 /// The longest virtio-fs tag, in bytes.
@@ -44,10 +49,12 @@ pub const MAX_FS_TAG_LEN: usize = crate::devices::virtio::fs::device::TAG_LEN;
 
 /// The command-line synopsis.
 pub const USAGE: &str = "usage: vessel-vmm [--config FILE] --kernel PATH --initrd PATH \
-[--cmdline EXTRA] [--vcpus N] [--memory-mib N] [--serial stdout|PATH] [--api-sock PATH] \
+[--cmdline EXTRA] [--vcpus N] [--memory-mib N] [--serial stdout|PATH [--serial-max-bytes N]] \
+[--api-sock PATH] \
 [--vsock-uds PATH] [--guest-cid N] \
 [--fs-dir PATH [--fs-tag TAG] [--fs-cache auto|always|never] [--fs-xattr on|off]]\n   \
-or: vessel-vmm [--config FILE] --restore-state FILE --restore-memory FILE [--serial stdout|PATH] \
+or: vessel-vmm [--config FILE] --restore-state FILE --restore-memory FILE \
+[--serial stdout|PATH [--serial-max-bytes N]] \
 [--api-sock PATH] [--vsock-uds PATH] \
 [--fs-dir PATH [--fs-tag TAG] [--fs-cache auto|always|never] [--fs-xattr on|off]]\n   \
 or: vessel-vmm check   (can this host run Vessel?)";
@@ -59,6 +66,10 @@ pub enum SerialOutput {
     Stdout,
     /// A file, created or truncated.
     File(PathBuf),
+    /// A file that never holds more than `max_bytes` (`--serial-max-bytes`):
+    /// the write that would pass the cap starts it again from empty, with a
+    /// line saying so, so it keeps the latest output.
+    CappedFile { path: PathBuf, max_bytes: u64 },
 }
 
 impl SerialOutput {
@@ -187,6 +198,10 @@ pub enum ConfigError {
     FsXattr(String),
     #[error("{0}: needs --fs-dir (or the \"fs_dir\" key of the config file)")]
     FsWithoutDir(&'static str),
+    #[error("--serial-max-bytes: {0} is below {MIN_SERIAL_MAX_BYTES}")]
+    SerialMaxBytes(u64),
+    #[error("--serial-max-bytes: needs --serial PATH (the console on stdout has no cap)")]
+    SerialCapWithoutFile,
     #[error("{0}: not with --restore-state (the snapshot holds the guest and its settings)")]
     NotWithRestore(&'static str),
     #[error("{flag}: cannot open {path:?}")]
@@ -212,6 +227,29 @@ pub fn check_memory(mib: u64) -> Result<u64, ConfigError> {
         Ok(mib)
     } else {
         Err(ConfigError::MemorySize(mib))
+    }
+}
+
+/// Checks a console cap.
+pub fn check_serial_max_bytes(n: u64) -> Result<u64, ConfigError> {
+    if n < MIN_SERIAL_MAX_BYTES {
+        return Err(ConfigError::SerialMaxBytes(n));
+    }
+    Ok(n)
+}
+
+/// The console's output: `serial` (stdout by default) with its cap, which
+/// only a file can have.
+pub fn serial_output(
+    serial: Option<SerialOutput>,
+    max_bytes: Option<u64>,
+) -> Result<SerialOutput, ConfigError> {
+    match (serial.unwrap_or(SerialOutput::Stdout), max_bytes) {
+        (serial, None) => Ok(serial),
+        (SerialOutput::File(path), Some(max_bytes)) => {
+            Ok(SerialOutput::CappedFile { path, max_bytes })
+        }
+        (_, Some(_)) => Err(ConfigError::SerialCapWithoutFile),
     }
 }
 
@@ -321,9 +359,9 @@ pub fn from_args(
     while let Some(flag) = it.next() {
         let (name, value) = match flag.as_str() {
             name @ ("--config" | "--kernel" | "--initrd" | "--cmdline" | "--vcpus"
-            | "--memory-mib" | "--serial" | "--api-sock" | "--vsock-uds"
-            | "--guest-cid" | "--fs-dir" | "--fs-tag" | "--fs-cache" | "--fs-xattr"
-            | "--restore-state" | "--restore-memory") => {
+            | "--memory-mib" | "--serial" | "--serial-max-bytes" | "--api-sock"
+            | "--vsock-uds" | "--guest-cid" | "--fs-dir" | "--fs-tag" | "--fs-cache"
+            | "--fs-xattr" | "--restore-state" | "--restore-memory") => {
                 let value = it
                     .next()
                     .ok_or_else(|| ConfigError::MissingValue(flag.clone()))?;
@@ -345,6 +383,10 @@ pub fn from_args(
             "--vcpus" => flags.vcpus = Some(check_vcpus(number("--vcpus")?)?),
             "--memory-mib" => flags.memory_mib = Some(check_memory(number("--memory-mib")?)?),
             "--serial" => flags.serial = Some(SerialOutput::parse(value)),
+            "--serial-max-bytes" => {
+                flags.serial_max_bytes =
+                    Some(check_serial_max_bytes(number("--serial-max-bytes")?)?)
+            }
             "--vsock-uds" => flags.vsock_uds = Some(PathBuf::from(value)),
             "--guest-cid" => flags.guest_cid = Some(check_guest_cid(number("--guest-cid")?)?),
             "--fs-dir" => flags.fs_dir = Some(PathBuf::from(value)),
@@ -378,7 +420,7 @@ pub fn from_args(
         cmdline: full_cmdline(profile, merged.cmdline.as_deref()),
         vcpus: merged.vcpus.unwrap_or(DEFAULT_VCPUS),
         memory_mib: merged.memory_mib.unwrap_or(DEFAULT_MEMORY_MIB),
-        serial: merged.serial.unwrap_or(SerialOutput::Stdout),
+        serial: serial_output(merged.serial, merged.serial_max_bytes)?,
         api_sock: merged.api_sock,
         vsock_uds: merged.vsock_uds,
         guest_cid: merged.guest_cid.unwrap_or(DEFAULT_GUEST_CID),

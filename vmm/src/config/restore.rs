@@ -15,8 +15,8 @@ use std::fs::File;
 use std::path::PathBuf;
 
 use super::{
-    check_api_sock, check_vsock_uds, fs_config, ConfigError, FileConfig, FsConfig, SerialOutput,
-    VmConfig,
+    check_api_sock, check_vsock_uds, fs_config, serial_output, ConfigError, FileConfig, FsConfig,
+    SerialOutput, VmConfig,
 };
 
 /// What to start: a boot, or a restore.
@@ -82,7 +82,7 @@ pub fn config(merged: FileConfig) -> Result<RestoreConfig, ConfigError> {
     Ok(RestoreConfig {
         state,
         memory,
-        serial: merged.serial.unwrap_or(SerialOutput::Stdout),
+        serial: serial_output(merged.serial, merged.serial_max_bytes)?,
         api_sock: merged.api_sock,
         vsock_uds: merged.vsock_uds,
         fs,

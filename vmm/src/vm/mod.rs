@@ -290,11 +290,12 @@ fn create_vm(kvm: &Kvm, mem: &GuestMemoryMmap) -> Result<VmFd, VmError> {
 
 /// The serial console's output.
 fn serial_output(serial: &SerialOutput) -> Result<Box<dyn std::io::Write + Send>, VmError> {
-    let path = match serial {
-        SerialOutput::Stdout => None,
-        SerialOutput::File(p) => Some(p.as_path()),
+    let (path, max_bytes) = match serial {
+        SerialOutput::Stdout => (None, None),
+        SerialOutput::File(p) => (Some(p.as_path()), None),
+        SerialOutput::CappedFile { path, max_bytes } => (Some(path.as_path()), Some(*max_bytes)),
     };
-    SerialDevice::output(path).map_err(VmError::CreateSerial)
+    SerialDevice::output(path, max_bytes).map_err(VmError::CreateSerial)
 }
 
 fn register_memory(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), VmError> {

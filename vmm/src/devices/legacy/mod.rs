@@ -1,4 +1,6 @@
-//! Legacy PC devices on port I/O: the 8250 UART and the i8042 controller.
+//! Legacy PC devices on port I/O: the 8250 UART (with its capped console
+//! file) and the i8042 controller.
 
+pub mod capped;
 pub mod i8042;
 pub mod serial;

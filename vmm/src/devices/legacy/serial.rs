@@ -10,6 +10,8 @@ use vm_superio::serial::SerialState;
 use vm_superio::{Serial, Trigger};
 use vmm_sys_util::eventfd::EventFd;
 
+use super::capped::CappedFile;
+
 /// First port of COM1.
 pub const SERIAL_PORT_BASE: u16 = 0x3f8;
 /// Number of ports of a UART.
@@ -146,13 +148,20 @@ impl SerialDevice {
         self.inner.state().into()
     }
 
-    /// Opens the output: stdout, or a file at `path`.
-    pub fn output(path: Option<&Path>) -> Result<Box<dyn Write + Send>, SerialError> {
-        Ok(match path {
-            None => Box::new(io::stdout()),
-            Some(p) => Box::new(
-                File::create(p).map_err(|e| SerialError::CreateOutput(p.to_path_buf(), e))?,
-            ),
+    /// Opens the output: stdout, or a file at `path`, capped at
+    /// `max_bytes` if given ([`CappedFile`]).
+    pub fn output(
+        path: Option<&Path>,
+        max_bytes: Option<u64>,
+    ) -> Result<Box<dyn Write + Send>, SerialError> {
+        let Some(path) = path else {
+            return Ok(Box::new(io::stdout()));
+        };
+        let file =
+            File::create(path).map_err(|e| SerialError::CreateOutput(path.to_path_buf(), e))?;
+        Ok(match max_bytes {
+            Some(max) => Box::new(CappedFile::new(file, max)),
+            None => Box::new(file),
         })
     }
 

@@ -77,9 +77,9 @@ pub fn restore(
 ) -> Result<RunningGuest> {
     let mut spec = template.restore_spec();
     spec.endpoints = Endpoints {
-        serial: None,
         api_sock: Some(api_sock.to_owned()),
         vsock_uds: Some(uds.to_owned()),
+        ..Endpoints::default()
     };
     spec.fs_dir = share.map(Path::to_owned);
     let mut command = VmmCommand::new(vessel_vmm()?).command(&Launch::Restore(spec));

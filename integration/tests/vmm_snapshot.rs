@@ -34,9 +34,9 @@ const RESTORED: usize = 3;
 fn restore_command(state: &Path, memory: &Path, dir: &Path, vsock: bool) -> Result<Command> {
     let mut spec = RestoreSpec::new(state, memory);
     spec.endpoints = Endpoints {
-        serial: None,
         api_sock: Some(dir.join("api.sock")),
         vsock_uds: vsock.then(|| dir.join("vsock.sock")),
+        ..Endpoints::default()
     };
     Ok(VmmCommand::new(vessel_vmm()?).command(&Launch::Restore(spec)))
 }

@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod build;
 pub mod cases;
+pub mod container;
 pub mod containerd;
 pub mod guest;
 pub mod image;
@@ -16,11 +17,12 @@ pub mod report;
 pub mod rootfs;
 pub mod template;
 
-pub use agent::{connect_while_running, AgentVm, Container};
+pub use agent::{connect_while_running, AgentVm};
 pub use build::{
     agent_initramfs, guest_kernel, host_binary, static_binary, test_initramfs, vessel_vmm,
 };
 pub use cases::Cases;
+pub use container::{Container, ProcessOutput};
 pub use guest::{GuestOutput, Runner, RunningGuest};
 pub use report::Report;
 pub use rootfs::{

@@ -173,7 +173,7 @@ fn virtio_fs() -> Result<()> {
 
 fn mounted_share(client: &AgentClient, vm: &AgentVm) -> Result<()> {
     client
-        .mount_share("vessel")
+        .mount_share(vessel_agent_protocol::SHARE_TAG)
         .context("MountShare of the mounted tag")?;
     let err = client
         .mount_share("other")

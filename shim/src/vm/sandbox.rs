@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use vessel_agent_protocol::{AgentClient, SHARE_TAG};
 use vessel_vmm_client::template::adopt;
 use vessel_vmm_client::{
-    connect_agent, BootSpec, Endpoints, Launch, PidFd, RestoreSpec, VmmProcess,
+    connect_agent, BootSpec, Endpoints, Launch, PidFd, ProcessIdentity, RestoreSpec, VmmProcess,
 };
 
 use crate::config::VesselConfig;
@@ -139,7 +139,10 @@ impl Sandbox {
         let vmm_pid = process.pid();
         // Our unreaped child: the pid is still its own.
         let pidfd = PidFd::open(vmm_pid).map_err(VmError::SpawnWaiter)?;
-        if let Err(error) = std::fs::write(dir.join("vmm.pid"), vmm_pid.to_string()) {
+        // For `cleanup_dead`: the pid and start time, which a reused pid
+        // cannot match.
+        let identity = ProcessIdentity::of(vmm_pid).map(|id| id.to_line());
+        if let Err(error) = identity.and_then(|id| std::fs::write(dir.join("vmm.pid"), id)) {
             tracing::warn!(%error, "cannot write vmm.pid");
         }
         let (tx, exited) = watch::channel(false);
@@ -285,20 +288,21 @@ fn remove_state(dir: &Path, share: Option<SharedDir>) {
     }
 }
 
-/// Cleans up after a shim that died: kills the VMM named in the state
-/// directory's pid file (if it is still a vessel-vmm) and removes the
-/// directory with every mount under it.
+/// Cleans up after a shim that died: kills the VMM the state directory's
+/// `vmm.pid` names (its pid and start time: a process that reused the pid
+/// is left alone) and removes the directory with every mount under it.
 pub fn cleanup_dead(dir: &Path) {
-    let pid = std::fs::read_to_string(dir.join("vmm.pid"))
+    let recorded = std::fs::read_to_string(dir.join("vmm.pid"))
         .ok()
-        .and_then(|pid| pid.trim().parse::<u32>().ok());
-    // The pidfd first, then the check: what is checked is what is killed.
-    if let Some((pid, pidfd)) = pid.and_then(|pid| Some((pid, PidFd::open(pid).ok()?))) {
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        if comm.trim() == "vessel-vmm" {
-            if let Err(error) = pidfd.kill() {
-                tracing::warn!(pid, %error, "cannot kill the dead shim's VMM");
+        .and_then(|text| ProcessIdentity::parse(&text));
+    if let Some(identity) = recorded {
+        match identity.open() {
+            Some(vmm) => {
+                if let Err(error) = vmm.kill() {
+                    tracing::warn!(pid = identity.pid, %error, "cannot kill the dead shim's VMM");
+                }
             }
+            None => tracing::info!(pid = identity.pid, "the dead shim's VMM is gone"),
         }
     }
     remove_state(dir, None);
@@ -307,6 +311,46 @@ pub fn cleanup_dead(dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A `sleep` standing in for a dead shim's VMM, its identity in
+    /// `dir/vmm.pid` (with `start_time` moved by `skew`).
+    fn orphan(dir: &Path, skew: u64) -> std::process::Child {
+        std::fs::create_dir_all(dir).unwrap();
+        let child = std::process::Command::new("sleep")
+            .arg("600")
+            .spawn()
+            .unwrap();
+        let mut identity = ProcessIdentity::of(child.id()).unwrap();
+        identity.start_time += skew;
+        std::fs::write(dir.join("vmm.pid"), identity.to_line()).unwrap();
+        child
+    }
+
+    #[test]
+    fn cleanup_after_a_dead_shim_kills_its_vmm_only() {
+        let root = tempfile::tempdir().unwrap();
+        let ours = root.path().join("ours");
+        let mut vmm = orphan(&ours, 0);
+        cleanup_dead(&ours);
+        let status = vmm.wait().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(libc::SIGKILL)
+        );
+        assert!(!ours.exists(), "the state directory is removed");
+
+        // The pid now belongs to a process that started at another time.
+        let reused = root.path().join("reused");
+        let mut bystander = orphan(&reused, 1);
+        cleanup_dead(&reused);
+        assert!(
+            bystander.try_wait().unwrap().is_none(),
+            "a reused pid was killed"
+        );
+        assert!(!reused.exists());
+        bystander.kill().unwrap();
+        bystander.wait().unwrap();
+    }
 
     #[test]
     fn state_dirs_are_short_and_distinct() {

@@ -29,6 +29,8 @@ pub mod template;
 pub use api::{FsMount, Reply, Request, VmState};
 pub use api_client::{ApiClient, ApiClientError, SnapshotInfo};
 #[cfg(feature = "launch")]
-pub use process::{connect_agent, ConnectAgentError, OutputTail, PidFd, ProcessError, VmmProcess};
+pub use process::{
+    connect_agent, ConnectAgentError, OutputTail, PidFd, ProcessError, ProcessIdentity, VmmProcess,
+};
 pub use profile::HostProfile;
 pub use spec::{BootSpec, Endpoints, FsSpec, Launch, RestoreSpec, VmmCommand};

@@ -232,6 +232,59 @@ impl PidFd {
     }
 }
 
+/// A process named so that a reused pid cannot pass for it: its pid and
+/// its start time (field 22 of `/proc/<pid>/stat`, clock ticks after boot).
+/// Written next to a VMM (`vmm.pid`) for whoever cleans up after a shim that
+/// died.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessIdentity {
+    pub pid: u32,
+    pub start_time: u64,
+}
+
+impl ProcessIdentity {
+    /// The identity of the running process `pid`.
+    pub fn of(pid: u32) -> io::Result<ProcessIdentity> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        let start_time = start_time(&stat).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("/proc/{pid}/stat has no start time"),
+            )
+        })?;
+        Ok(ProcessIdentity { pid, start_time })
+    }
+
+    /// `PID START_TIME`, as [`ProcessIdentity::parse`] reads it.
+    pub fn to_line(&self) -> String {
+        format!("{} {}", self.pid, self.start_time)
+    }
+
+    pub fn parse(text: &str) -> Option<ProcessIdentity> {
+        let mut words = text.split_whitespace();
+        let pid = words.next()?.parse().ok()?;
+        let start_time = words.next()?.parse().ok()?;
+        words
+            .next()
+            .is_none()
+            .then_some(ProcessIdentity { pid, start_time })
+    }
+
+    /// A pidfd of this process if it still runs: opened first, then the
+    /// start time checked, so the pidfd is of the process that matched.
+    pub fn open(&self) -> Option<PidFd> {
+        let pidfd = PidFd::open(self.pid).ok()?;
+        (ProcessIdentity::of(self.pid).ok()? == *self).then_some(pidfd)
+    }
+}
+
+/// Field 22 of a `/proc/<pid>/stat` line. The command name (field 2) may
+/// hold spaces and parentheses, so fields are counted after its last `)`.
+fn start_time(stat: &str) -> Option<u64> {
+    let after_comm = &stat[stat.rfind(')')? + 1..];
+    after_comm.split_whitespace().nth(19)?.parse().ok()
+}
+
 /// What a reader thread kept of a pipe: its last `limit` bytes.
 #[derive(Clone, Default)]
 pub struct OutputTail(Arc<Mutex<Vec<u8>>>);
@@ -341,6 +394,35 @@ mod tests {
         .err()
         .unwrap();
         assert!(matches!(err, ConnectAgentError::Timeout { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn an_identity_names_one_process_only() {
+        let mut sleeper = Command::new("sleep");
+        sleeper.arg("600");
+        let mut vmm = VmmProcess::spawn(&mut sleeper).unwrap();
+        let identity = ProcessIdentity::of(vmm.pid()).unwrap();
+        assert_eq!(ProcessIdentity::parse(&identity.to_line()), Some(identity));
+        assert!(identity.open().is_some());
+        let reused = ProcessIdentity {
+            start_time: identity.start_time + 1,
+            ..identity
+        };
+        assert!(
+            reused.open().is_none(),
+            "another start time is another process"
+        );
+        vmm.kill().unwrap();
+        assert!(identity.open().is_none(), "a reaped process is gone");
+        assert_eq!(ProcessIdentity::parse("12"), None);
+        assert_eq!(ProcessIdentity::parse("12 34 56"), None);
+    }
+
+    #[test]
+    fn the_start_time_is_counted_after_the_command_name() {
+        let stat = "42 (a b) c) S 1 42 42 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 987654 1000 10";
+        assert_eq!(start_time(stat), Some(987654));
+        assert_eq!(start_time("42 (x) S 1"), None);
     }
 
     #[test]

@@ -18,9 +18,7 @@ use crate::vm::{Sandbox, VmError};
 impl Tasks {
     /// Create. Returns the task's pid (the VMM's).
     pub fn create(&self, req: CreateTask) -> Result<u32, TaskError> {
-        if self.shared.lock().containers.contains_key(&req.id) {
-            return Err(TaskError::ContainerExists(req.id));
-        }
+        let _reserved = self.reserve(&req.id)?;
         let bundle_spec = spec::read_bundle_spec(&req.bundle)?;
         let annotations = spec::annotations(&bundle_spec);
         let sandbox_id = spec::sandbox_of(&req.id, &annotations);
@@ -32,11 +30,29 @@ impl Tasks {
                 share.remove(&PathBuf::from(&req.id));
                 Ok::<_, VmError>(())
             });
-            if self.shared.lock().containers.is_empty() {
+            let last = {
+                let inner = self.shared.lock();
+                inner.containers.is_empty() && inner.creating.len() == 1
+            };
+            if last {
                 self.shared.end_sandbox();
             }
         }
         result
+    }
+
+    /// Reserves `id` for one Create: an id that exists or is being created
+    /// is refused. The reservation ends when the guard drops (after a
+    /// successful Create has recorded the container).
+    fn reserve(&self, id: &str) -> Result<Reservation<'_>, TaskError> {
+        let mut inner = self.shared.lock();
+        if inner.containers.contains_key(id) || !inner.creating.insert(id.to_owned()) {
+            return Err(TaskError::ContainerExists(id.to_owned()));
+        }
+        Ok(Reservation {
+            tasks: self,
+            id: id.to_owned(),
+        })
     }
 
     /// The pod's VM, booted on first use, with its OOM poll and the
@@ -127,5 +143,53 @@ impl Tasks {
             pid,
         });
         Ok(pid)
+    }
+}
+
+/// An id reserved for the Create under way.
+struct Reservation<'a> {
+    tasks: &'a Tasks,
+    id: String,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.tasks.shared.lock().creating.remove(&self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::VesselConfig;
+
+    fn request(id: &str, bundle: &std::path::Path) -> CreateTask {
+        CreateTask {
+            id: id.to_owned(),
+            bundle: bundle.to_owned(),
+            rootfs: Vec::new(),
+            stdio: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_create_racing_a_create_of_the_same_id_is_refused() {
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let tasks = Tasks::new(VesselConfig::default(), "default".into(), tx);
+        let bundle = tempfile::tempdir().unwrap();
+        let first = tasks.reserve("c1").unwrap();
+        let err = tasks.create(request("c1", bundle.path())).unwrap_err();
+        assert!(
+            matches!(err, TaskError::ContainerExists(ref id) if id == "c1"),
+            "{err}"
+        );
+        // Another id goes on (and fails on its empty bundle, not on c1).
+        let other = tasks.create(request("c2", bundle.path())).unwrap_err();
+        assert!(matches!(other, TaskError::Spec(_)), "{other}");
+        drop(first);
+        // The first Create is over: the id is free again.
+        let again = tasks.create(request("c1", bundle.path())).unwrap_err();
+        assert!(matches!(again, TaskError::Spec(_)), "{again}");
+        assert!(tasks.shared.lock().creating.is_empty());
     }
 }

@@ -51,7 +51,7 @@ mod update;
 mod wait;
 mod watch;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::mpsc;
@@ -76,6 +76,9 @@ struct Container {
 struct Inner {
     sandbox: Option<Arc<Sandbox>>,
     containers: HashMap<String, Container>,
+    /// Ids whose Create is under way: a second Create of one gets
+    /// ALREADY_EXISTS at once, not a race.
+    creating: HashSet<String>,
 }
 
 /// What the verbs and the watchers share. The VM goes when this does.

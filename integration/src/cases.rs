@@ -9,8 +9,11 @@
 //! runs once more, and the retry is printed. The same holds for a case
 //! that fails because the agent could not decode a request the harness
 //! built well (a ttrpc INVALID_ARGUMENT with protobuf's decode message):
-//! the lost write was in the agent's receive buffer. A case that fails
-//! otherwise, or fails again, fails. On a hardware host nothing is retried.
+//! the lost write was in the agent's receive buffer; and for a case whose
+//! stream came back with bytes other than it sent, which says so with
+//! [`SPOILED_BYTES`] (a guest-kernel copy of a vsock receive that the host
+//! spoiled, agent/README.md). A case that fails otherwise, or fails again,
+//! fails. On a hardware host nothing is retried.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;
@@ -19,6 +22,11 @@ use anyhow::{anyhow, Result};
 use vessel_vmm_client::HostProfile;
 
 type CrashCount<'a> = Box<dyn Fn() -> usize + 'a>;
+
+/// The words of a case's error for a stream whose bytes came back other
+/// than sent, with the same length: on an emulated-CPL0 host such a case
+/// runs once more.
+pub const SPOILED_BYTES: &str = "the bytes came back spoiled";
 
 /// Runs named cases one after another, each to its end whatever the others
 /// did, and reports every failure at the end.
@@ -144,7 +152,8 @@ fn garbled_request(msg: &str) -> bool {
         "Incorrect varint",
         "Unknown wire type",
     ];
-    msg.contains("INVALID_ARGUMENT") && DECODE_ERRORS.iter().any(|e| msg.contains(e))
+    (msg.contains("INVALID_ARGUMENT") && DECODE_ERRORS.iter().any(|e| msg.contains(e)))
+        || msg.contains(SPOILED_BYTES)
 }
 
 /// One run of a case: its error, or its panic's message.
@@ -228,6 +237,13 @@ mod tests {
             bail!("code: INVALID_ARGUMENT, message: \"Invalid UTF-8 sequence\"")
         });
         assert_eq!(runs.get(), 3, "no retry where the host keeps writes");
+        let mut spoiled = Cases::new().retry_when_crashed(true, || 0);
+        spoiled.run("spoiled then spoiled", || {
+            runs.set(runs.get() + 1);
+            bail!("cat returned 8 of 8 bytes, {SPOILED_BYTES} from byte 3")
+        });
+        assert_eq!(runs.get(), 5, "spoiled bytes run once more, and fail twice");
+        assert_eq!(spoiled.failures.len(), 1);
     }
 
     #[test]

@@ -17,6 +17,7 @@ use vessel_agent_protocol::AgentClient;
 use vessel_integration::agent::{
     container_spec, read_to_eof, write_stdin_all, Stream, STDIN_CHUNK,
 };
+use vessel_integration::cases::SPOILED_BYTES;
 use vessel_integration::{AgentVm, Cases, Container};
 
 /// Per call; WaitProcess and reads of a live process block up to this.
@@ -96,8 +97,15 @@ fn stdin_stream(vm: &AgentVm) -> Result<()> {
     let got = read?;
     if got != data {
         let first = got.iter().zip(&data).position(|(a, b)| a != b);
+        // The same length with other bytes is the emulated-CPL0 host's
+        // spoiled copy (Cases retries it there once); a short or long
+        // stream is ours.
+        let spoiled = match got.len() == data.len() {
+            true => format!(", {SPOILED_BYTES}"),
+            false => String::new(),
+        };
         anyhow::bail!(
-            "cat returned {} of {} bytes; first difference at {first:?}",
+            "cat returned {} of {} bytes{spoiled}; first difference at {first:?}",
             got.len(),
             data.len()
         );

@@ -190,17 +190,8 @@ impl AgentVm {
     /// Asks the agent to shut the guest down and waits for the VMM to exit.
     pub fn shutdown(mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
         self.client.shutdown().context("Shutdown")?;
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.guest.exited()? {
-                return Ok(status);
-            }
-            ensure!(
-                Instant::now() < deadline,
-                "the VMM still runs {timeout:?} after Shutdown"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let status = self.guest.process().wait_timeout(timeout)?;
+        status.with_context(|| format!("the VMM still runs {timeout:?} after Shutdown"))
     }
 
     /// The VMM's log (warnings of its devices).

@@ -223,20 +223,19 @@ impl RunningGuest {
 
     /// Waits for the VMM to exit, at most `timeout` from now, then kills it.
     pub fn wait(mut self, timeout: Duration) -> Result<GuestOutput> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.exited()? {
+        match self.process.wait_timeout(timeout)? {
+            Some(status) => {
                 let (console, to_init_marker, stderr) = self.collect();
                 let elapsed = self.start.elapsed();
-                return Ok(GuestOutput {
+                Ok(GuestOutput {
                     status,
                     console,
                     stderr,
                     to_init_marker,
                     elapsed,
-                });
+                })
             }
-            if Instant::now() >= deadline {
+            None => {
                 let _ = self.process.kill();
                 let (console, _, stderr) = self.collect();
                 let tail: Vec<&str> = console.lines().rev().take(20).collect();
@@ -246,7 +245,6 @@ impl RunningGuest {
                     tail.join("\n")
                 );
             }
-            std::thread::sleep(Duration::from_millis(50));
         }
     }
 

@@ -106,6 +106,7 @@ fn vm_code(e: &VmError) -> Code {
         | VmError::PrepareShare(_)
         | VmError::CreateLog { .. }
         | VmError::SpawnVmm(_)
+        | VmError::OpenPidFd(_)
         | VmError::SpawnWaiter(_)
         | VmError::ConnectAgent { .. }
         | VmError::Connect(_)

@@ -27,6 +27,8 @@ pub enum VmError {
     },
     #[error("starting the pod's VMM")]
     SpawnVmm(#[source] ProcessError),
+    #[error("opening a pidfd of the VMM")]
+    OpenPidFd(#[source] std::io::Error),
     #[error("starting the thread that waits for the VMM")]
     SpawnWaiter(#[source] std::io::Error),
     #[error("the VM did not answer (console: {console})")]

@@ -138,7 +138,7 @@ impl Sandbox {
         let mut process = VmmProcess::spawn(&mut command).map_err(VmError::SpawnVmm)?;
         let vmm_pid = process.pid();
         // Our unreaped child: the pid is still its own.
-        let pidfd = PidFd::open(vmm_pid).map_err(VmError::SpawnWaiter)?;
+        let pidfd = PidFd::open(vmm_pid).map_err(VmError::OpenPidFd)?;
         // For `cleanup_dead`: the pid and start time, which a reused pid
         // cannot match.
         let identity = ProcessIdentity::of(vmm_pid).map(|id| id.to_line());

@@ -45,6 +45,7 @@ fn agent_code(e: &ClientError) -> Code {
 
 fn task_code(e: &TaskError) -> Code {
     match e {
+        TaskError::InvalidId { .. } => Code::INVALID_ARGUMENT,
         TaskError::ContainerNotFound(_) | TaskError::ProcessNotFound { .. } => Code::NOT_FOUND,
         TaskError::ContainerExists(_) | TaskError::ProcessExists { .. } => Code::ALREADY_EXISTS,
         TaskError::OtherSandbox { .. }
@@ -74,7 +75,10 @@ fn spec_code(e: &SpecError) -> Code {
 
 fn mount_code(e: &MountError) -> Code {
     match e {
-        MountError::CreateDir { .. }
+        MountError::OpenShare { .. }
+        | MountError::CloneSource { .. }
+        | MountError::SetAttributes { .. }
+        | MountError::CreateDir { .. }
         | MountError::CreateFile { .. }
         | MountError::StatSource { .. }
         | MountError::MountPath { .. }

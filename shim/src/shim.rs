@@ -63,15 +63,18 @@ impl Shim for VesselShim {
         let sandbox_id = spec::read_bundle_spec(&cwd)
             .map(|s| spec::sandbox_of(&self.id, &spec::annotations(&s)))
             .unwrap_or_else(|_| self.id.clone());
-        let dir = vm::state_dir(&root, &self.namespace, &sandbox_id);
-        if sandbox_id == self.id {
-            vm::cleanup_dead(&dir);
+        if !vessel_agent_protocol::valid_id(&self.id)
+            || !vessel_agent_protocol::valid_id(&sandbox_id)
+        {
+            // No Create took these ids, so nothing was made under them.
+            tracing::warn!(id = %self.id, sandbox = %sandbox_id, "delete of invalid ids: nothing to clean");
         } else {
-            let container = dir.join("shared").join(&self.id);
-            for target in crate::mounts::mounts_under(&container).into_iter().rev() {
-                crate::mounts::unmount(&target);
+            let dir = vm::state_dir(&root, &self.namespace, &sandbox_id);
+            if sandbox_id == self.id {
+                vm::cleanup_dead(&dir);
+            } else {
+                crate::mounts::remove_dead_container(&dir.join("shared"), &self.id);
             }
-            let _ = std::fs::remove_dir_all(&container);
         }
         let exit = Exit {
             status: VM_GONE_STATUS,

@@ -21,6 +21,21 @@ pub const CMDLINE_SHARE: &str = "vessel.share=";
 /// (`vessel.log=debug`).
 pub const CMDLINE_LOG: &str = "vessel.log=";
 
+/// The longest container, exec or sandbox id either side accepts.
+pub const MAX_ID_LEN: usize = 128;
+
+/// Whether `id` is a container, exec or sandbox id both sides accept: what
+/// runc and containerd accept, and always one plain directory name (the
+/// host side names state and share directories after it).
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_ID_LEN
+        && !id.starts_with('.')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
 /// `vessel.share=TAG`, for a guest's command line.
 pub fn share_arg(tag: &str) -> String {
     format!("{CMDLINE_SHARE}{tag}")
@@ -34,6 +49,19 @@ pub fn log_arg(level: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_are_one_plain_name() {
+        for good in ["c1", "a.b-c_d", &"x".repeat(MAX_ID_LEN)] {
+            assert!(valid_id(good), "{good}");
+        }
+        let long = "x".repeat(MAX_ID_LEN + 1);
+        for bad in [
+            "", ".", "..", ".hidden", "a/b", "../etc", "a b", "a\0b", &long,
+        ] {
+            assert!(!valid_id(bad), "{bad:?}");
+        }
+    }
 
     #[test]
     fn arguments_use_the_keys() {

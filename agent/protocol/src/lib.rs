@@ -7,7 +7,7 @@
 pub const API_VERSION: &str = "vessel.agent.v1";
 
 pub mod contract;
-pub use contract::{AGENT_VSOCK_PORT, SHARED_DIR, SHARE_TAG};
+pub use contract::{valid_id, AGENT_VSOCK_PORT, SHARED_DIR, SHARE_TAG};
 
 /// Everything generated from `proto/agent.proto`, under one set of allows.
 #[allow(

@@ -103,15 +103,10 @@ impl ContainerError {
     }
 }
 
-/// Checks a container or exec id: what runc and containerd accept.
+/// Checks a container or exec id: the guest contract's rule
+/// ([`vessel_agent_protocol::contract::valid_id`]), which the shim applies too.
 pub fn check_id(id: &str) -> Result<(), ContainerError> {
-    let ok = !id.is_empty()
-        && id.len() <= 128
-        && !id.starts_with('.')
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-    if ok {
+    if vessel_agent_protocol::contract::valid_id(id) {
         Ok(())
     } else {
         Err(ContainerError::InvalidId(id.to_string()))

@@ -7,21 +7,22 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::error::TaskError;
+use super::error::{check_id, TaskError};
 use super::{watch, Container, Tasks, REMOVE_TIMEOUT_SECS};
 use crate::convert;
 use crate::domain::{ContainerCreate, CreateTask, Process, TaskEvent};
-use crate::mounts;
 use crate::spec;
 use crate::vm::{Sandbox, VmError};
 
 impl Tasks {
     /// Create. Returns the task's pid (the VMM's).
     pub fn create(&self, req: CreateTask) -> Result<u32, TaskError> {
+        check_id("container", &req.id)?;
         let _reserved = self.reserve(&req.id)?;
         let bundle_spec = spec::read_bundle_spec(&req.bundle)?;
         let annotations = spec::annotations(&bundle_spec);
         let sandbox_id = spec::sandbox_of(&req.id, &annotations);
+        check_id("sandbox", &sandbox_id)?;
         let guest = spec::for_guest(&req.id, bundle_spec)?;
         let sandbox = self.sandbox_for(&sandbox_id, &annotations)?;
         let result = self.create_in(&sandbox, &sandbox_id, &req, &guest);
@@ -92,8 +93,7 @@ impl Tasks {
         guest: &spec::GuestSpec,
     ) -> Result<u32, TaskError> {
         sandbox.with_share(|share| {
-            let rootfs = share.path().join(&guest.rootfs);
-            mounts::mount_rootfs(&req.rootfs, &req.bundle, &rootfs)?;
+            share.mount_rootfs(&req.rootfs, &req.bundle, &guest.rootfs)?;
             for volume in &guest.volumes {
                 share.bind(&volume.host, &volume.shared, volume.readonly)?;
             }
@@ -191,5 +191,44 @@ mod tests {
         let again = tasks.create(request("c1", bundle.path())).unwrap_err();
         assert!(matches!(again, TaskError::Spec(_)), "{again}");
         assert!(tasks.shared.lock().creating.is_empty());
+    }
+
+    #[test]
+    fn ids_that_are_not_one_plain_name_are_refused_before_anything_is_made() {
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let tasks = Tasks::new(VesselConfig::default(), "default".into(), tx);
+        let bundle = tempfile::tempdir().unwrap();
+        for bad in ["../../etc", "a/b", ".hidden", ""] {
+            let err = tasks.create(request(bad, bundle.path())).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    TaskError::InvalidId {
+                        what: "container",
+                        ..
+                    }
+                ),
+                "{bad:?}: {err}"
+            );
+        }
+        // A container of a pod whose sandbox id would leave the state root.
+        let annotations = HashMap::from([
+            (spec::CONTAINER_TYPE, "container"),
+            (spec::SANDBOX_ID, "../other"),
+        ]);
+        let config = serde_json::json!({
+            "ociVersion": "1.0.2",
+            "process": {"args": ["true"], "cwd": "/"},
+            "root": {"path": "rootfs"},
+            "annotations": annotations,
+        });
+        std::fs::write(bundle.path().join("config.json"), config.to_string()).unwrap();
+        let err = tasks.create(request("c1", bundle.path())).unwrap_err();
+        assert!(
+            matches!(err, TaskError::InvalidId { what: "sandbox", ref id } if id == "../other"),
+            "{err}"
+        );
+        assert!(tasks.shared.lock().creating.is_empty());
+        assert!(tasks.shared.lock().sandbox.is_none());
     }
 }

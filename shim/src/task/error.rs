@@ -12,9 +12,26 @@ use crate::spec::SpecError;
 use crate::stdio::StdioError;
 use crate::vm::VmError;
 
+/// Refuses an id that is not one plain name: the shim names directories
+/// after container and sandbox ids, and the agent refuses the same ids.
+pub fn check_id(what: &'static str, id: &str) -> Result<(), TaskError> {
+    if vessel_agent_protocol::valid_id(id) {
+        Ok(())
+    } else {
+        Err(TaskError::InvalidId {
+            what,
+            id: id.to_owned(),
+        })
+    }
+}
+
 /// Why a Task API call failed in the task part itself.
 #[derive(Debug, thiserror::Error)]
 pub enum TaskError {
+    /// A container, exec or sandbox id that is not one plain name
+    /// (`vessel_agent_protocol::contract::valid_id`).
+    #[error("invalid {what} id {id:?}: want 1 to 128 of [A-Za-z0-9_.-], not starting with '.'")]
+    InvalidId { what: &'static str, id: String },
     #[error("container {0} not found")]
     ContainerNotFound(String),
     #[error("process {exec_id} of container {id} not found")]

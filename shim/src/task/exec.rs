@@ -1,6 +1,6 @@
 //! Exec: registers a process of a container, to start later (Start).
 
-use super::error::TaskError;
+use super::error::{check_id, TaskError};
 use super::Tasks;
 use crate::domain::{ExecProcess, Process, TaskEvent};
 use crate::spec;
@@ -14,6 +14,7 @@ impl Tasks {
             stdio,
             spec,
         } = req;
+        check_id("exec", &exec_id)?;
         spec::check_process(&exec_id, &spec)?;
         {
             let mut inner = self.shared.lock();

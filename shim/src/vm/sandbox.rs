@@ -278,14 +278,7 @@ fn kill_and_wait(vmm: &PidFd, exited: &watch::Receiver<bool>) {
 /// Removes a sandbox's state directory after its share's mounts.
 fn remove_state(dir: &Path, share: Option<SharedDir>) {
     drop(share);
-    for target in crate::mounts::mounts_under(dir).into_iter().rev() {
-        crate::mounts::unmount(&target);
-    }
-    if let Err(error) = std::fs::remove_dir_all(dir) {
-        if error.kind() != std::io::ErrorKind::NotFound {
-            tracing::warn!(dir = %dir.display(), %error, "cannot remove the sandbox state");
-        }
-    }
+    crate::mounts::remove_dir(dir);
 }
 
 /// Cleans up after a shim that died: kills the VMM the state directory's

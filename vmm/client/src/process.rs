@@ -54,6 +54,12 @@ const CONNECT_STEP: Duration = Duration::from_secs(5);
 /// retrying for at most `timeout` and giving up as soon as `exited` says
 /// the VMM is gone; then one Check, after which the agent has set the
 /// connection up. Calls on the client time out after `call_timeout`.
+///
+/// A first Check that goes unanswered (no reply within `call_timeout`, or
+/// the connection dropped) is tried again on a new connection while time is
+/// left: on an emulated-CPL0 host a request that reaches the agent while it
+/// starts the connection's threads can be lost (agent/README.md), and Check
+/// changes nothing. An error status from the agent is final.
 pub fn connect_agent(
     vsock: &Path,
     timeout: Duration,
@@ -61,6 +67,7 @@ pub fn connect_agent(
     mut exited: impl FnMut() -> bool,
 ) -> Result<AgentClient, ConnectAgentError> {
     let deadline = Instant::now() + timeout;
+    let mut unanswered = 0u32;
     loop {
         let step = deadline
             .saturating_duration_since(Instant::now())
@@ -68,8 +75,20 @@ pub fn connect_agent(
         match AgentClient::connect(vsock, AGENT_VSOCK_PORT, step) {
             Ok(agent) => {
                 let agent = agent.with_call_timeout(call_timeout);
-                agent.check().map_err(ConnectAgentError::Check)?;
-                return Ok(agent);
+                match agent.check() {
+                    Ok(_) => return Ok(agent),
+                    Err(source)
+                        if source.code().is_none() && !exited() && Instant::now() < deadline =>
+                    {
+                        unanswered += 1;
+                        tracing::warn!(
+                            attempt = unanswered,
+                            error = ?source,
+                            "the agent's first Check went unanswered; trying a new connection"
+                        );
+                    }
+                    Err(source) => return Err(ConnectAgentError::Check(source)),
+                }
             }
             Err(source) if exited() => return Err(ConnectAgentError::VmmExited(source)),
             Err(source) if Instant::now() >= deadline => {
@@ -445,3 +464,7 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+#[path = "process/connect_tests.rs"]
+mod connect_tests;

@@ -29,7 +29,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::FileTypeExt;
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -87,8 +87,8 @@ impl ApiServer {
             std::fs::remove_file(path)
                 .map_err(|e| ApiError::RemoveStaleSocket(path.to_path_buf(), e))?;
         }
-        let listener =
-            UnixListener::bind(path).map_err(|e| ApiError::BindSocket(path.to_path_buf(), e))?;
+        let listener = crate::uds::bind_owner_only(path)
+            .map_err(|e| ApiError::BindSocket(path.to_path_buf(), e))?;
         let context = Arc::new(Context {
             control,
             shared,

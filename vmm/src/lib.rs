@@ -22,6 +22,7 @@ pub mod cpu;
 pub mod devices;
 pub mod memory;
 pub mod snapshot;
+pub mod uds;
 pub mod vm;
 
 /// The host profile lives in the client crate, which starters share.

@@ -19,13 +19,14 @@
 //!   also hashes both files, which costs a read of the whole memory file
 //!   (seconds for 512 MiB). A template that does not match is removed and
 //!   made again;
-//! - **read-only:** the files are mode 0444; VMs map the memory file
+//! - **read-only, root's alone:** the files are mode 0400 in 0700 directories
+//!   (guest memory is secret); VMs map the memory file
 //!   `MAP_PRIVATE` from a read-only descriptor, so no VM writes it.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -168,10 +169,17 @@ impl TemplateCache {
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let key = Self::key(spec)?;
-        fs::create_dir_all(&self.root).map_err(|source| TemplateError::UseDir {
-            path: self.root.clone(),
-            source,
-        })?;
+        // Guest memory and state: the cache is root's alone (0700, files
+        // 0400), a cache made before that included.
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.root)
+            .and_then(|()| fs::set_permissions(&self.root, fs::Permissions::from_mode(0o700)))
+            .map_err(|source| TemplateError::UseDir {
+                path: self.root.clone(),
+                source,
+            })?;
         let _lock = lock(&self.root.join(format!("{key}.lock")))?;
         let dir = self.root.join(&key);
         if let Some(template) = self.checked(&key, &dir) {
@@ -180,10 +188,13 @@ impl TemplateCache {
         remove_dir(&dir)?;
         let scratch = self.root.join(format!("{key}.new"));
         remove_dir(&scratch)?;
-        fs::create_dir(&scratch).map_err(|source| TemplateError::UseDir {
-            path: scratch.clone(),
-            source,
-        })?;
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&scratch)
+            .map_err(|source| TemplateError::UseDir {
+                path: scratch.clone(),
+                source,
+            })?;
         let made = make(&scratch).map_err(|source| TemplateError::Make {
             key: key.clone(),
             source: source.into(),
@@ -230,7 +241,8 @@ fn template_in(key: &str, dir: &Path) -> Template {
     }
 }
 
-/// Makes the files read-only and writes `ready` last.
+/// Makes the files read-only, for their owner alone, and writes `ready`
+/// last.
 fn seal(key: &str, dir: &Path) -> Result<(), TemplateError> {
     let template = template_in(key, dir);
     for (file, path) in [("state", &template.state), ("memory", &template.memory)] {
@@ -240,7 +252,7 @@ fn seal(key: &str, dir: &Path) -> Result<(), TemplateError> {
                 file,
             });
         }
-        fs::set_permissions(path, fs::Permissions::from_mode(0o444)).map_err(|source| {
+        fs::set_permissions(path, fs::Permissions::from_mode(0o400)).map_err(|source| {
             TemplateError::UseDir {
                 path: path.clone(),
                 source,
@@ -259,7 +271,7 @@ fn seal(key: &str, dir: &Path) -> Result<(), TemplateError> {
         let mut file = File::create(&path)?;
         file.write_all(serde_json::to_string(&ready)?.as_bytes())?;
         file.sync_all()?;
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o444))
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o400))
     };
     write().map_err(|source| TemplateError::UseDir {
         path: path.clone(),

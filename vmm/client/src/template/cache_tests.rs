@@ -37,7 +37,14 @@ fn made_once_then_reused_read_only() {
     assert_eq!(calls.get(), 1, "made once");
     for path in [&first.state, &first.memory] {
         let mode = fs::metadata(path).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o444, "{}", path.display());
+        assert_eq!(mode, 0o400, "{}", path.display());
+    }
+    for dir in [
+        tmp.path().join("templates"),
+        first.state.parent().unwrap().to_owned(),
+    ] {
+        let mode = fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{}", dir.display());
     }
 }
 

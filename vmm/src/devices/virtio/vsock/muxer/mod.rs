@@ -84,7 +84,7 @@ impl Muxer {
                 std::fs::remove_file(uds_path)?;
             }
         }
-        let listener = UnixListener::bind(uds_path)?;
+        let listener = crate::uds::bind_owner_only(uds_path)?;
         listener.set_nonblocking(true)?;
         Ok(Self {
             guest_cid,

@@ -12,6 +12,7 @@ pub mod container;
 pub mod containerd;
 pub mod guest;
 pub mod image;
+pub mod privileges;
 pub mod pty;
 pub mod report;
 pub mod rootfs;

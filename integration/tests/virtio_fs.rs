@@ -16,6 +16,10 @@
 //!   race, forged `open_by_handle_at` handles, device nodes made on either
 //!   side) fails and never reads a host file outside the share, and a
 //!   setuid-root file from the host runs without privilege;
+//! - guest root is not host root: chmod u+s or g+s and file capabilities
+//!   are refused, a guest write clears a host file's setuid bit, and the
+//!   VMM's threads hold only the capabilities virtio-fs needs, with
+//!   no_new_privs;
 //! - a rootfs hot-added through the VMM's API (`fs_add`) runs a container
 //!   by a path inside the share, and `fs_remove` takes it away; an overlay
 //!   keeps a container's writes in the guest;
@@ -157,6 +161,12 @@ fn virtio_fs() -> Result<()> {
     cases.run("two containers share a volume", || two_containers(client));
     cases.run("escape attempts fail", || escapes(client, &host));
     cases.run("setuid from the host is not honoured", || setuid(client));
+    cases.run("guest root makes nothing privileged on the host", || {
+        no_privilege(client, &host)
+    });
+    cases.run("the VMM keeps only the share's capabilities", || {
+        vessel_integration::privileges::check_vmm(vm.vmm_pid(), true)
+    });
     cases.run("a bind source cannot leave the share", || {
         bind_escape(client)
     });
@@ -341,6 +351,33 @@ fn setuid(client: &AgentClient) -> Result<()> {
         "a setuid-root file from the host ran as {:?} ({:?})",
         out.stdout_text(),
         out.stderr_text()
+    );
+    Ok(())
+}
+
+fn no_privilege(client: &AgentClient, host: &Host) -> Result<()> {
+    let vol = host.share().join("vol");
+    let host_suid = vol.join("host-suid");
+    fs::write(&host_suid, "#!/bin/sh\n")?;
+    fs::set_permissions(&host_suid, fs::Permissions::from_mode(0o6755))?;
+    let script = format!(
+        "cd /vol; echo '#!/bin/sh' > tool; \
+         chmod 4755 tool 2>/dev/null; echo $?; chmod 2755 tool 2>/dev/null; echo $?; \
+         {FSPROBE} xattr-set tool security.capability x >/dev/null 2>&1; echo $?; \
+         echo id >> host-suid; stat -c %a tool"
+    );
+    let out = run_in(client, "fs-nopriv", &script, "vol", "/vol")?;
+    ensure!(out == "1\n1\n1\n644\n", "guest saw {out:?}");
+    let tool = fs::metadata(vol.join("tool"))?.mode() & 0o7777;
+    ensure!(tool == 0o644, "the guest's file is {tool:o} on the host");
+    let suid = fs::metadata(&host_suid)?.mode() & 0o7777;
+    ensure!(
+        suid & 0o6000 == 0,
+        "a guest write left the host file {suid:o}"
+    );
+    ensure!(
+        xattr_get(&vol.join("tool"), "security.capability").is_err(),
+        "file capabilities reached the host"
     );
     Ok(())
 }

@@ -3,7 +3,8 @@
 //! hostname of its own, and after ReseedRandom gives random bytes no other
 //! gives (without the reseed, clones of one snapshot share the guest's
 //! CRNG state); each shuts down with status 0. Their memory is the
-//! template's file, mapped copy-on-write.
+//! template's file, mapped copy-on-write. Their VMMs (no share) hold no
+//! capability in any thread, with no_new_privs.
 
 use std::time::Duration;
 
@@ -67,6 +68,8 @@ fn restored_vms_have_identities_of_their_own() -> Result<()> {
             vm.client().check()? == ServingStatus::SERVING,
             "VM {i} is not serving"
         );
+        vessel_integration::privileges::check_vmm(vm.vmm_pid(), false)
+            .with_context(|| format!("VM {i}'s privileges"))?;
         let name = format!("restored-{i}");
         vm.client().set_hostname(&name).context("SetHostname")?;
         let (hostname, random) = hostname_and_random(vm).with_context(|| format!("VM {i}"))?;

@@ -75,6 +75,10 @@ pub struct VesselConfig {
     /// state directory, on `/run`'s tmpfs): the VMM starts it again past
     /// that, keeping the latest output. At least 4096.
     pub console_max_bytes: u64,
+    /// The most bytes a pod's VMM log holds (`vmm.log` beside it): the VMM
+    /// rate limits what a guest can make it log, and starts the file again
+    /// past this. At least 4096.
+    pub vmm_log_max_bytes: u64,
 }
 
 impl Default for VesselConfig {
@@ -93,6 +97,7 @@ impl Default for VesselConfig {
             templates: true,
             template_dir: PathBuf::from("/var/cache/vessel/templates"),
             console_max_bytes: 1 << 20,
+            vmm_log_max_bytes: 1 << 20,
         }
     }
 }
@@ -126,6 +131,8 @@ pub enum ConfigError {
     TooLittleMemory,
     #[error("config: console_max_bytes must be at least {MIN_CONSOLE_MAX_BYTES}")]
     SmallConsoleCap,
+    #[error("config: vmm_log_max_bytes must be at least {MIN_CONSOLE_MAX_BYTES}")]
+    SmallLogCap,
     #[error("annotation {key}: not in the config's enable_annotations")]
     AnnotationNotEnabled { key: String },
     #[error("annotation {key}: unknown key")]
@@ -271,6 +278,9 @@ impl VesselConfig {
         }
         if self.console_max_bytes < MIN_CONSOLE_MAX_BYTES {
             return Err(ConfigError::SmallConsoleCap);
+        }
+        if self.vmm_log_max_bytes < MIN_CONSOLE_MAX_BYTES {
+            return Err(ConfigError::SmallLogCap);
         }
         Ok(())
     }

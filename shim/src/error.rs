@@ -131,6 +131,7 @@ fn config_code(e: &ConfigError) -> Code {
         | ConfigError::NoVcpus
         | ConfigError::TooLittleMemory
         | ConfigError::SmallConsoleCap
+        | ConfigError::SmallLogCap
         | ConfigError::LoadAtStart(_) => Code::UNKNOWN,
     }
 }

@@ -25,6 +25,7 @@ use anyhow::{Context, Result};
 use vessel_vmm::config::{self, FsConfig, Launch, RestoreConfig, USAGE};
 use vessel_vmm::cpu::vcpu::VmExit;
 use vessel_vmm::devices::virtio::fs::{share, SharedDir};
+use vessel_vmm::privileges;
 use vessel_vmm::profile::HostProfile;
 use vessel_vmm::snapshot;
 use vessel_vmm::vm::Vm;
@@ -36,6 +37,7 @@ fn run(args: &[String]) -> Result<VmExit> {
         Launch::Restore(config) => return restore(&config),
     };
     let shared_dir = prepare_share(config.fs.as_ref())?;
+    privileges::drop_unneeded(shared_dir.is_some()).context("dropping privileges")?;
     tracing::info!(cmdline = %config.cmdline, "starting VM");
     let vm = Vm::new(&config, profile, shared_dir).context("cannot build the VM")?;
     Ok(vm.run()?)
@@ -58,6 +60,7 @@ fn restore(config: &RestoreConfig) -> Result<VmExit> {
     let start = std::time::Instant::now();
     let loaded = snapshot::load(&config.state, &config.memory)?;
     let shared_dir = prepare_share(config.fs.as_ref())?;
+    privileges::drop_unneeded(shared_dir.is_some()).context("dropping privileges")?;
     let vm = Vm::restore(config, loaded, shared_dir).context("cannot restore the VM")?;
     tracing::info!(
         millis = start.elapsed().as_millis() as u64,
@@ -80,6 +83,13 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         };
     }
+    let log_max_bytes = match config::log_max_bytes(&args) {
+        Ok(n) => n,
+        Err(err) => {
+            eprintln!("vessel-vmm: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -88,7 +98,8 @@ fn main() -> ExitCode {
                 // counts and logs those itself. RUST_LOG overrides this.
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,fuse_backend_rs=off")),
         )
-        .with_writer(std::io::stderr)
+        // Rate limited per call site, and capped where stderr is a file.
+        .with_writer(vessel_vmm::log::LogWriter::stderr(log_max_bytes))
         .init();
     let code = match run(&args) {
         Ok(VmExit::Reset | VmExit::Shutdown | VmExit::AllHalted | VmExit::Stopped) => {

@@ -103,6 +103,7 @@ impl Sandbox {
     ) -> Result<(u32, PidFd, AgentClient, watch::Receiver<bool>), VmError> {
         let endpoints = Endpoints {
             serial_max_bytes: Some(config.console_max_bytes),
+            log_max_bytes: Some(config.vmm_log_max_bytes),
             ..Endpoints::in_dir(dir)
         };
         let (vsock, console) = (dir.join("vsock.sock"), dir.join("console.log"));

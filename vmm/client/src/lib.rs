@@ -19,6 +19,7 @@
 
 pub mod api;
 pub mod api_client;
+pub mod privileges;
 #[cfg(feature = "launch")]
 pub mod process;
 pub mod profile;

@@ -19,6 +19,10 @@ pub struct Endpoints {
     /// `--serial-max-bytes`: the most the console file may hold (the VMM
     /// starts it again past that); `None` is no cap.
     pub serial_max_bytes: Option<u64>,
+    /// `--log-max-bytes`: the most the VMM's log may hold where its stderr
+    /// is a file (past that the file starts again); `None` is the VMM's
+    /// default, 1 MiB.
+    pub log_max_bytes: Option<u64>,
     /// `--api-sock`: the API socket (pause, resume, snapshot, shutdown).
     pub api_sock: Option<PathBuf>,
     /// `--vsock-uds`: the host side of the guest's vsock; no vsock device
@@ -33,6 +37,7 @@ impl Endpoints {
         Endpoints {
             serial: Some(dir.join("console.log")),
             serial_max_bytes: None,
+            log_max_bytes: None,
             api_sock: Some(dir.join("api.sock")),
             vsock_uds: Some(dir.join("vsock.sock")),
         }
@@ -42,6 +47,9 @@ impl Endpoints {
         args.opt("--serial", self.serial.as_deref());
         if let Some(max) = self.serial_max_bytes {
             args.pair("--serial-max-bytes", max.to_string().as_ref());
+        }
+        if let Some(max) = self.log_max_bytes {
+            args.pair("--log-max-bytes", max.to_string().as_ref());
         }
         args.opt("--api-sock", self.api_sock.as_deref());
         args.opt("--vsock-uds", self.vsock_uds.as_deref());

@@ -39,8 +39,13 @@ pub const MIN_GUEST_CID: u32 = 3;
 /// Highest guest CID (`u32::MAX` is `VMADDR_CID_ANY`).
 pub const MAX_GUEST_CID: u32 = u32::MAX - 1;
 
-/// The smallest console cap (`--serial-max-bytes`).
+/// The smallest console cap (`--serial-max-bytes`), and log cap
+/// (`--log-max-bytes`).
 pub const MIN_SERIAL_MAX_BYTES: u64 = 4096;
+
+/// The VMM log's cap when `--log-max-bytes` does not say (the log is capped
+/// only where it is a regular file).
+pub const DEFAULT_LOG_MAX_BYTES: u64 = 1 << 20;
 
 /// The virtio-fs mount tag when neither a flag nor the file says.
 pub const DEFAULT_FS_TAG: &str = "vessel";
@@ -50,12 +55,12 @@ pub const MAX_FS_TAG_LEN: usize = crate::devices::virtio::fs::device::TAG_LEN;
 /// The command-line synopsis.
 pub const USAGE: &str = "usage: vessel-vmm [--config FILE] --kernel PATH --initrd PATH \
 [--cmdline EXTRA] [--vcpus N] [--memory-mib N] [--serial stdout|PATH [--serial-max-bytes N]] \
-[--api-sock PATH] \
+[--api-sock PATH] [--log-max-bytes N] \
 [--vsock-uds PATH] [--guest-cid N] \
 [--fs-dir PATH [--fs-tag TAG] [--fs-cache auto|always|never] [--fs-xattr on|off]]\n   \
 or: vessel-vmm [--config FILE] --restore-state FILE --restore-memory FILE \
 [--serial stdout|PATH [--serial-max-bytes N]] \
-[--api-sock PATH] [--vsock-uds PATH] \
+[--api-sock PATH] [--log-max-bytes N] [--vsock-uds PATH] \
 [--fs-dir PATH [--fs-tag TAG] [--fs-cache auto|always|never] [--fs-xattr on|off]]\n   \
 or: vessel-vmm check   (can this host run Vessel?)";
 
@@ -202,6 +207,8 @@ pub enum ConfigError {
     SerialMaxBytes(u64),
     #[error("--serial-max-bytes: needs --serial PATH (the console on stdout has no cap)")]
     SerialCapWithoutFile,
+    #[error("--log-max-bytes: {0} is below {MIN_SERIAL_MAX_BYTES}")]
+    LogMaxBytes(u64),
     #[error("{0}: not with --restore-state (the snapshot holds the guest and its settings)")]
     NotWithRestore(&'static str),
     #[error("{flag}: cannot open {path:?}")]
@@ -345,6 +352,26 @@ pub fn full_cmdline(profile: crate::profile::HostProfile, extra: Option<&str>) -
     cmdline
 }
 
+/// `--log-max-bytes N`: the cap of the VMM's log (its stderr, where that
+/// is a regular file). Read by `main` before anything logs, so a flag
+/// only (the config file is read later); [`from_args`] checks it again.
+pub fn log_max_bytes(args: &[String]) -> Result<u64, ConfigError> {
+    let Some(at) = args.iter().position(|a| a == "--log-max-bytes") else {
+        return Ok(DEFAULT_LOG_MAX_BYTES);
+    };
+    let value = args
+        .get(at + 1)
+        .ok_or_else(|| ConfigError::MissingValue("--log-max-bytes".to_owned()))?;
+    let n = value.parse::<u64>().map_err(|_| ConfigError::NotANumber {
+        flag: "--log-max-bytes",
+        value: value.clone(),
+    })?;
+    if n < MIN_SERIAL_MAX_BYTES {
+        return Err(ConfigError::LogMaxBytes(n));
+    }
+    Ok(n)
+}
+
 /// Builds and validates the configuration from the command-line arguments
 /// (without the program name): a boot, or a restore from a snapshot. A
 /// `--config FILE` is read first; every other flag overrides the file's
@@ -361,7 +388,7 @@ pub fn from_args(
             name @ ("--config" | "--kernel" | "--initrd" | "--cmdline" | "--vcpus"
             | "--memory-mib" | "--serial" | "--serial-max-bytes" | "--api-sock"
             | "--vsock-uds" | "--guest-cid" | "--fs-dir" | "--fs-tag" | "--fs-cache"
-            | "--fs-xattr" | "--restore-state" | "--restore-memory") => {
+            | "--fs-xattr" | "--restore-state" | "--restore-memory" | "--log-max-bytes") => {
                 let value = it
                     .next()
                     .ok_or_else(|| ConfigError::MissingValue(flag.clone()))?;
@@ -398,6 +425,13 @@ pub fn from_args(
             "--fs-xattr" => flags.fs_xattr = Some(parse_fs_xattr(value)?),
             "--restore-state" => flags.restore_state = Some(PathBuf::from(value)),
             "--restore-memory" => flags.restore_memory = Some(PathBuf::from(value)),
+            // Taken by `main` before the log starts (log_max_bytes).
+            "--log-max-bytes" => {
+                let n = number("--log-max-bytes")?;
+                if n < MIN_SERIAL_MAX_BYTES {
+                    return Err(ConfigError::LogMaxBytes(n));
+                }
+            }
             _ => flags.api_sock = Some(PathBuf::from(value)),
         }
     }

@@ -1,4 +1,4 @@
-//! `--serial-max-bytes` (`serial_max_bytes`): the console file's cap.
+//! `--serial-max-bytes` (`serial_max_bytes`): the console file's cap; `--log-max-bytes`: the VMM log's.
 
 use std::io::Write;
 
@@ -118,4 +118,25 @@ fn a_restore_takes_a_cap_too() {
             max_bytes: 4096
         }
     );
+}
+
+#[test]
+fn the_log_cap_is_a_flag_checked_before_the_log_starts_and_again_with_the_rest() {
+    assert_eq!(log_max_bytes(&[]).unwrap(), DEFAULT_LOG_MAX_BYTES);
+    let args = strings(&["--log-max-bytes", "65536"]);
+    assert_eq!(log_max_bytes(&args).unwrap(), 65536);
+    for (bad, want) in [
+        (vec!["--log-max-bytes", "100"], "below 4096"),
+        (vec!["--log-max-bytes", "lots"], "lots"),
+        (vec!["--log-max-bytes"], "--log-max-bytes"),
+    ] {
+        let err = log_max_bytes(&strings(&bad)).unwrap_err();
+        assert!(err.to_string().contains(want), "{bad:?}: {err}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = boot_flags(dir.path());
+    args.extend(strings(&["--log-max-bytes", "65536"]));
+    assert!(serial_of(args.clone()).is_ok());
+    args.extend(strings(&["--log-max-bytes", "10"]));
+    assert!(matches!(serial_of(args), Err(ConfigError::LogMaxBytes(10))));
 }

@@ -12,6 +12,8 @@ use std::io::{self, Seek, SeekFrom, Write};
 /// A file that never holds more than `max` bytes.
 pub struct CappedFile {
     file: File,
+    /// What the file is, for the restart line ("console log").
+    what: &'static str,
     max: u64,
     written: u64,
     /// How many times it started again.
@@ -22,8 +24,14 @@ impl CappedFile {
     /// `file` (empty) capped at `max` bytes; `max` must leave room for the
     /// restart line (the config's minimum does).
     pub fn new(file: File, max: u64) -> Self {
+        CappedFile::named(file, "console log", max)
+    }
+
+    /// [`CappedFile::new`] for a file that is not the console.
+    pub fn named(file: File, what: &'static str, max: u64) -> Self {
         CappedFile {
             file,
+            what,
             max,
             written: 0,
             restarts: 0,
@@ -35,16 +43,11 @@ impl CappedFile {
         self.file.set_len(0)?;
         self.file.seek(SeekFrom::Start(0))?;
         let line = format!(
-            "[vessel-vmm: the console log reached its cap of {} bytes and started again ({} times)]\n",
-            self.max, self.restarts
+            "[vessel-vmm: the {} reached its cap of {} bytes and started again ({} times)]\n",
+            self.what, self.max, self.restarts
         );
         self.file.write_all(line.as_bytes())?;
         self.written = line.len() as u64;
-        tracing::debug!(
-            max = self.max,
-            restarts = self.restarts,
-            "console log capped"
-        );
         Ok(())
     }
 }

@@ -59,6 +59,8 @@ pub mod test_utils;
 #[cfg(test)]
 mod containment_tests;
 #[cfg(test)]
+mod privilege_tests;
+#[cfg(test)]
 mod tests;
 
 use std::io;

@@ -30,9 +30,22 @@
 //!   The Linux client never asks for more.
 //! - **DAX** (`ENOSYS`): SETUPMAPPING / REMOVEMAPPING; there is no DAX
 //!   window.
+//! - **Guest root is not host root** (`EPERM`): a share holds host volumes,
+//!   so what the guest makes there must not grant privileges on the host.
+//!   CREATE, MKNOD and SETATTR of a mode with the setuid bit, or with the
+//!   setgid bit on anything but a directory (where it only passes the
+//!   group on), and MKDIR with the setuid bit, are refused, as is SETXATTR
+//!   of `security.capability` (file capabilities) or of a `trusted.*` name
+//!   (the host's own). Writes and truncations clear the bits of a file the
+//!   host made setuid: the VMM runs without `CAP_FSETID` (`privileges.rs`), so
+//!   the host kernel kills them as it does for any unprivileged writer,
+//!   whatever the guest's `FUSE_WRITE_KILL_PRIV` says.
+
+use std::io::Read;
 
 use fuse_backend_rs::abi::fuse_abi::{
-    CreateIn, GetxattrIn, InHeader, MknodIn, Opcode, OpenIn, ReadIn, Rename2In,
+    CreateIn, GetxattrIn, InHeader, MkdirIn, MknodIn, Opcode, OpenIn, ReadIn, Rename2In, SetattrIn,
+    SetattrValid, SetxattrIn,
 };
 use fuse_backend_rs::api::filesystem::{Context, FileSystem};
 use fuse_backend_rs::passthrough::PassthroughFs;
@@ -118,8 +131,26 @@ pub fn check<S: BitmapSlice>(
     let malformed = Verdict::Refuse(libc::EINVAL);
     match opcode {
         Opcode::Mknod => match body.read_obj::<MknodIn>() {
-            Ok(args) if is_device(args.mode) => Verdict::Refuse(libc::EPERM),
+            Ok(args) if is_device(args.mode) || grants_privilege(args.mode, false) => {
+                Verdict::Refuse(libc::EPERM)
+            }
             Ok(_) => Verdict::Allow,
+            Err(_) => malformed,
+        },
+        Opcode::Mkdir => match body.read_obj::<MkdirIn>() {
+            Ok(args) if grants_privilege(args.mode, true) => Verdict::Refuse(libc::EPERM),
+            Ok(_) => Verdict::Allow,
+            Err(_) => malformed,
+        },
+        Opcode::Setattr => match body.read_obj::<SetattrIn>() {
+            Ok(args) if args.valid & SetattrValid::MODE.bits() != 0 => {
+                check_mode_change(fs, header.nodeid, args.mode)
+            }
+            Ok(_) => Verdict::Allow,
+            Err(_) => malformed,
+        },
+        Opcode::Setxattr => match body.read_obj::<SetxattrIn>() {
+            Ok(_) => check_xattr_name(body),
             Err(_) => malformed,
         },
         Opcode::Rename2 => match body.read_obj::<Rename2In>() {
@@ -129,6 +160,7 @@ pub fn check<S: BitmapSlice>(
         },
         Opcode::Create => match body.read_obj::<CreateIn>() {
             Ok(args) if is_o_path(args.flags) => malformed,
+            Ok(args) if grants_privilege(args.mode, false) => Verdict::Refuse(libc::EPERM),
             Ok(_) => Verdict::Allow,
             Err(_) => malformed,
         },
@@ -153,6 +185,55 @@ pub fn check<S: BitmapSlice>(
 
 fn is_device(mode: u32) -> bool {
     matches!(mode & libc::S_IFMT, libc::S_IFCHR | libc::S_IFBLK)
+}
+
+/// Whether `mode` would make a file setuid, or setgid (group-executable),
+/// on the host; for a directory only setuid counts.
+fn grants_privilege(mode: u32, directory: bool) -> bool {
+    let setuid = mode & libc::S_ISUID != 0;
+    let setgid = mode & libc::S_ISGID != 0 && mode & libc::S_IXGRP != 0;
+    setuid || (setgid && !directory)
+}
+
+/// SETATTR of a mode: refused if it grants a privilege on the node's type.
+fn check_mode_change(fs: &PassthroughFs, nodeid: u64, mode: u32) -> Verdict {
+    if mode & (libc::S_ISUID | libc::S_ISGID) == 0 {
+        return Verdict::Allow;
+    }
+    let directory = match fs.getattr(&Context::default(), nodeid, None) {
+        Ok((st, _)) => st.st_mode & libc::S_IFMT == libc::S_IFDIR,
+        Err(err) => return Verdict::Refuse(err.raw_os_error().unwrap_or(libc::EBADF)),
+    };
+    if grants_privilege(mode, directory) {
+        Verdict::Refuse(libc::EPERM)
+    } else {
+        Verdict::Allow
+    }
+}
+
+/// The longest xattr name (XATTR_NAME_MAX) and its NUL.
+const MAX_XATTR_NAME: usize = 256;
+
+/// SETXATTR: refused for file capabilities and the host's `trusted.*`.
+fn check_xattr_name<S: BitmapSlice>(body: &mut Reader<'_, S>) -> Verdict {
+    let mut buf = [0u8; MAX_XATTR_NAME];
+    let mut len = 0;
+    // The name and value follow one another; the name ends at a NUL.
+    while len < buf.len() {
+        match body.read(&mut buf[len..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => len += n,
+        }
+    }
+    let Some(end) = buf[..len].iter().position(|&b| b == 0) else {
+        return Verdict::Refuse(libc::EINVAL);
+    };
+    let name = &buf[..end];
+    if name == b"security.capability" || name.starts_with(b"trusted.") {
+        Verdict::Refuse(libc::EPERM)
+    } else {
+        Verdict::Allow
+    }
 }
 
 fn is_o_path(flags: u32) -> bool {

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 
 use fuse_backend_rs::abi::fuse_abi::{
     AttrOut, CreateIn, EntryOut, GetattrIn, InHeader, InitIn, LinkIn, MkdirIn, MknodIn, Opcode,
-    OpenIn, OpenOut, OutHeader, ReadIn, Rename2In, RenameIn,
+    OpenIn, OpenOut, OutHeader, ReadIn, Rename2In, RenameIn, SetattrIn, SetattrValid, SetxattrIn,
+    WriteIn,
 };
 use vm_memory::ByteValued;
 
@@ -318,10 +319,11 @@ impl FuseClient {
     }
 
     pub fn mkdir(&mut self, parent: u64, n: &[u8]) -> Result<EntryOut, i32> {
-        let args = MkdirIn {
-            mode: 0o755,
-            umask: 0,
-        };
+        self.mkdir_mode(parent, n, 0o755)
+    }
+
+    pub fn mkdir_mode(&mut self, parent: u64, n: &[u8], mode: u32) -> Result<EntryOut, i32> {
+        let args = MkdirIn { mode, umask: 0 };
         let r = self.send(Opcode::Mkdir, parent, &body(&[args.as_slice(), &name(n)]));
         r.result().map(|b| decode(&b))
     }
@@ -335,6 +337,44 @@ impl FuseClient {
         };
         let r = self.send(Opcode::Mknod, parent, &body(&[args.as_slice(), &name(n)]));
         r.result().map(|b| decode(&b))
+    }
+
+    /// SETATTR of the mode alone (chmod).
+    pub fn chmod(&mut self, node: u64, mode: u32) -> Result<(), i32> {
+        let args = SetattrIn {
+            valid: SetattrValid::MODE.bits(),
+            mode,
+            ..Default::default()
+        };
+        self.send(Opcode::Setattr, node, args.as_slice())
+            .result()
+            .map(drop)
+    }
+
+    pub fn setxattr(&mut self, node: u64, n: &[u8], value: &[u8]) -> Result<(), i32> {
+        let args = SetxattrIn {
+            size: value.len() as u32,
+            flags: 0,
+        };
+        self.send(
+            Opcode::Setxattr,
+            node,
+            &body(&[args.as_slice(), &name(n), value]),
+        )
+        .result()
+        .map(drop)
+    }
+
+    pub fn write(&mut self, node: u64, fh: u64, offset: u64, data: &[u8]) -> Result<(), i32> {
+        let args = WriteIn {
+            fh,
+            offset,
+            size: data.len() as u32,
+            ..Default::default()
+        };
+        self.send(Opcode::Write, node, &body(&[args.as_slice(), data]))
+            .result()
+            .map(drop)
     }
 
     pub fn link(&mut self, old: u64, new_parent: u64, n: &[u8]) -> Result<EntryOut, i32> {

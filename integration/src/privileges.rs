@@ -16,7 +16,8 @@ fn share_mask() -> Result<u64> {
 
 /// Checks every thread of VMM `pid`: its effective, permitted and bounding
 /// capabilities are within what a VMM with (`share`) or without a share
-/// keeps, and it has no_new_privs.
+/// keeps, and it has no_new_privs; the VMM has network and IPC
+/// namespaces of its own.
 pub fn check_vmm(pid: u32, share: bool) -> Result<()> {
     let allowed = if share { share_mask()? } else { 0 };
     let mut threads = 0;
@@ -48,5 +49,12 @@ pub fn check_vmm(pid: u32, share: bool) -> Result<()> {
         );
     }
     ensure!(threads > 1, "read {threads} VMM threads");
+    for kind in ["net", "ipc"] {
+        let ns = |pid: &str| fs::read_link(format!("/proc/{pid}/ns/{kind}"));
+        ensure!(
+            ns(&pid.to_string())? != ns("self")?,
+            "the VMM is in the host's {kind} namespace"
+        );
+    }
     Ok(())
 }

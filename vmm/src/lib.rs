@@ -20,6 +20,7 @@ pub mod check;
 pub mod config;
 pub mod cpu;
 pub mod devices;
+pub mod jail;
 pub mod log;
 pub mod memory;
 pub mod privileges;

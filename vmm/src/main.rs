@@ -25,10 +25,10 @@ use anyhow::{Context, Result};
 use vessel_vmm::config::{self, FsConfig, Launch, RestoreConfig, USAGE};
 use vessel_vmm::cpu::vcpu::VmExit;
 use vessel_vmm::devices::virtio::fs::{share, SharedDir};
-use vessel_vmm::privileges;
 use vessel_vmm::profile::HostProfile;
 use vessel_vmm::snapshot;
 use vessel_vmm::vm::Vm;
+use vessel_vmm::{jail, privileges};
 
 fn run(args: &[String]) -> Result<VmExit> {
     let profile = HostProfile::detect()?;
@@ -37,6 +37,7 @@ fn run(args: &[String]) -> Result<VmExit> {
         Launch::Restore(config) => return restore(&config),
     };
     let shared_dir = prepare_share(config.fs.as_ref())?;
+    jail::enter_own_namespaces()?;
     privileges::drop_unneeded(shared_dir.is_some()).context("dropping privileges")?;
     tracing::info!(cmdline = %config.cmdline, "starting VM");
     let vm = Vm::new(&config, profile, shared_dir).context("cannot build the VM")?;
@@ -60,6 +61,7 @@ fn restore(config: &RestoreConfig) -> Result<VmExit> {
     let start = std::time::Instant::now();
     let loaded = snapshot::load(&config.state, &config.memory)?;
     let shared_dir = prepare_share(config.fs.as_ref())?;
+    jail::enter_own_namespaces()?;
     privileges::drop_unneeded(shared_dir.is_some()).context("dropping privileges")?;
     let vm = Vm::restore(config, loaded, shared_dir).context("cannot restore the VM")?;
     tracing::info!(

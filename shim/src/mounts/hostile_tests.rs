@@ -46,6 +46,20 @@ impl Host {
     }
 }
 
+/// As root: a share with host volume `vol` bound read-write at
+/// `c1/volumes/0`. None when not root (mounts need it).
+fn with_bound_volume() -> Option<(Host, PathBuf)> {
+    if !root() {
+        return None;
+    }
+    let host = Host::new();
+    let src = host.volume("vol");
+    host.share()
+        .bind(&src, Path::new("c1/volumes/0"), false)
+        .unwrap();
+    Some((host, src))
+}
+
 impl Drop for Host {
     fn drop(&mut self) {
         let path = self.share().path().to_owned();
@@ -154,14 +168,9 @@ fn planted_symlinks_are_never_mounted_over_or_written() {
 
 #[test]
 fn a_mount_moved_by_the_guest_keeps_its_data_when_its_new_parent_is_removed() {
-    if !root() {
+    let Some((host, src)) = with_bound_volume() else {
         return;
-    }
-    let host = Host::new();
-    let src = host.volume("vol");
-    host.share()
-        .bind(&src, Path::new("c1/volumes/0"), false)
-        .unwrap();
+    };
     // The guest renames the volume's parent into another container's
     // directory, then that container is deleted.
     fs::create_dir_all(host.guest("c2")).unwrap();
@@ -176,14 +185,9 @@ fn a_mount_moved_by_the_guest_keeps_its_data_when_its_new_parent_is_removed() {
 
 #[test]
 fn removal_never_crosses_a_mount_that_stays() {
-    if !root() {
+    let Some((host, src)) = with_bound_volume() else {
         return;
-    }
-    let host = Host::new();
-    let src = host.volume("vol");
-    host.share()
-        .bind(&src, Path::new("c1/volumes/0"), false)
-        .unwrap();
+    };
     // Only the tree removal, as after an unmount that failed.
     let left = remove::remove_tree(
         host.share().root.as_fd(),

@@ -234,11 +234,7 @@ impl SharedDir {
             source,
         })?;
         mount(path, path, None, libc::MS_BIND)?;
-        let open = rustix::fs::open(
-            path,
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        );
+        let open = open_own_dir(path);
         let root = match open {
             Ok(root) => root,
             Err(e) => {
@@ -379,6 +375,16 @@ impl Drop for SharedDir {
     }
 }
 
+/// An `O_PATH` fd of the shim's own directory `path` (a host path it made,
+/// never one under the share; its last component is not followed).
+fn open_own_dir(path: &Path) -> rustix::io::Result<OwnedFd> {
+    rustix::fs::open(
+        path,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+}
+
 /// Detaches the mount at the host path `target` (one the shim made, never
 /// a path under the share); false if nothing was mounted there.
 fn unmount_path(target: &Path) -> bool {
@@ -396,11 +402,7 @@ pub fn remove_dir(dir: &Path) {
     if unmount_path(dir) {
         tracing::debug!(dir = %dir.display(), "unmounted");
     }
-    let open = rustix::fs::open(
-        dir,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    );
+    let open = open_own_dir(dir);
     let root = match open {
         Ok(root) => root,
         Err(rustix::io::Errno::NOENT) => return,
@@ -420,11 +422,7 @@ pub fn remove_dir(dir: &Path) {
 /// After a shim died: unmounts and removes container `id`'s directory
 /// under the share at `share` (a host path of the shim's).
 pub fn remove_dead_container(share: &Path, id: &str) {
-    let open = rustix::fs::open(
-        share,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    );
+    let open = open_own_dir(share);
     match open {
         Ok(root) => remove_beneath(root.as_fd(), share, Path::new(id)),
         Err(rustix::io::Errno::NOENT) => {}

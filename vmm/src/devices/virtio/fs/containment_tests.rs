@@ -15,15 +15,17 @@ use super::test_client::{
     contains_secret, in_private_mount_ns, populate, FuseClient, ROOT, SECRET,
 };
 
-struct Fixture {
+/// A share with the test files of `populate` served to a FUSE client that
+/// has done FUSE_INIT; `outside/secret` sits beside it.
+pub(super) struct Fixture {
     _dir: tempfile::TempDir,
-    base: PathBuf,
-    share: PathBuf,
+    pub(super) base: PathBuf,
+    pub(super) share: PathBuf,
     _shared: SharedDir,
-    client: FuseClient,
+    pub(super) client: FuseClient,
 }
 
-fn fixture() -> Fixture {
+pub(super) fn fixture() -> Fixture {
     super::isolate_thread_fs_context().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let base = dir.path().to_path_buf();

@@ -2,32 +2,10 @@
 //! never becomes setuid, setgid or file-capable on the host.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use super::share::SharedDir;
-use super::test_client::{populate, FuseClient, ROOT};
-
-struct Fixture {
-    _dir: tempfile::TempDir,
-    share: PathBuf,
-    _shared: SharedDir,
-    client: FuseClient,
-}
-
-fn fixture() -> Fixture {
-    super::isolate_thread_fs_context().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    populate(dir.path()).unwrap();
-    let share = dir.path().join("share");
-    let shared = SharedDir::unmounted(&share).unwrap();
-    let client = FuseClient::initialised(&shared.fs_root());
-    Fixture {
-        _dir: dir,
-        share,
-        _shared: shared,
-        client,
-    }
-}
+use super::containment_tests::fixture;
+use super::test_client::ROOT;
 
 fn mode(path: &Path) -> u32 {
     std::fs::symlink_metadata(path)

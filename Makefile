@@ -8,7 +8,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 # Seconds each fuzz target runs in `make test` (longer: make fuzz FUZZ_SECONDS=600).
 FUZZ_SECONDS ?= 15
-FUZZ_TARGETS = virtio_mmio rng_queue vsock_packet virtio_fs snapshot_state
+FUZZ_TARGETS = virtio_mmio rng_queue vsock_packet virtio_fs snapshot_state port_io config_space
 
 .PHONY: demo test deps kernel lint fuzz bench agent-initramfs
 

@@ -4,3 +4,5 @@
 pub mod capped;
 pub mod i8042;
 pub mod serial;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod test_utils;

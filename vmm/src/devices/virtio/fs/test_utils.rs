@@ -210,3 +210,21 @@ pub fn fuzz_fs_queue(data: &[u8]) {
         }
     }
 }
+
+/// Fuzz driver for virtio-fs's config space (its tag and queue count), see
+/// [`fuzz_config_space`](crate::devices::virtio::test_utils::fuzz_config_space).
+pub fn fuzz_fs_config(data: &[u8]) {
+    let Some(share) = fuzz_fs_tree() else {
+        return;
+    };
+    let Ok(server) = FsServer::new(share, CacheMode::Auto, true) else {
+        return;
+    };
+    let Ok((mut dev, _worker)) = device::new("fuzz", server) else {
+        return;
+    };
+    crate::devices::virtio::test_utils::fuzz_config_space(&mut dev, data);
+    let mut tag = [0u8; 4];
+    dev.read_config(0, &mut tag);
+    assert_eq!(&tag, b"fuzz");
+}

@@ -92,3 +92,16 @@ pub fn fuzz_vsock_tx(data: &[u8]) {
         "nothing was put on the rx used ring"
     );
 }
+
+/// Fuzz driver for virtio-vsock's config space (its guest CID), see
+/// [`fuzz_config_space`](crate::devices::virtio::test_utils::fuzz_config_space).
+pub fn fuzz_vsock_config(data: &[u8]) {
+    let path = temp_uds_path("fuzz-vsock-config");
+    let Ok(mut vsock) = Vsock::new(3, &path) else {
+        return;
+    };
+    crate::devices::virtio::test_utils::fuzz_config_space(&mut vsock, data);
+    let mut cid = [0u8; 8];
+    vsock.read_config(0, &mut cid);
+    assert_eq!(u64::from_le_bytes(cid), 3);
+}

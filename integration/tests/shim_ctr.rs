@@ -113,7 +113,15 @@ fn task_verbs(c: &Containerd, image: &str) -> Result<()> {
             "trap 'exit 143' TERM; while true; do sleep 1; done",
         ],
     )?;
+    let mut cgroups = Vec::new();
     let result = (|| -> Result<()> {
+        // The VMM runs in the task's cgroupsPath (ctr's /<namespace>/<id>).
+        let pid = task_pid(c, id)?;
+        cgroups = vmm_cgroups(&pid)?;
+        ensure!(
+            !cgroups.is_empty() && cgroups.iter().all(|d| d.ends_with("vessel/verbs")),
+            "the VMM's cgroups: {cgroups:?}"
+        );
         let exec = c.ctr_ok(&[
             "task",
             "exec",
@@ -161,7 +169,31 @@ fn task_verbs(c: &Containerd, image: &str) -> Result<()> {
     let _ = c.ctr(&["task", "kill", "--signal", "SIGKILL", id]).output();
     let _ = c.ctr(&["task", "delete", "--force", id]).output();
     let _ = c.ctr(&["containers", "delete", id]).output();
-    result
+    result?;
+    let left: Vec<_> = cgroups.iter().filter(|d| d.exists()).collect();
+    ensure!(left.is_empty(), "the VMM's cgroups were left: {left:?}");
+    Ok(())
+}
+
+/// The memory and pids cgroup directories of process `pid` (cgroup v1),
+/// or its one cgroup (v2), from `/proc/<pid>/cgroup`.
+fn vmm_cgroups(pid: &str) -> Result<Vec<std::path::PathBuf>> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
+    let root = std::path::Path::new("/sys/fs/cgroup");
+    let v2 = !root.join("memory").exists();
+    Ok(text
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.splitn(3, ':');
+            let (_, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
+            let path = path.trim_start_matches('/');
+            match controllers {
+                "" if v2 => Some(root.join(path)),
+                "memory" | "pids" if !v2 => Some(root.join(controllers).join(path)),
+                _ => None,
+            }
+        })
+        .collect())
 }
 
 /// The PID column of `ctr task ls` for task `id`.

@@ -106,7 +106,9 @@ fn vm_code(e: &VmError) -> Code {
     match e {
         VmError::Exited => Code::FAILED_PRECONDITION,
         VmError::AdoptGuest(e) => agent_code(e),
-        VmError::CreateStateDir { .. }
+        VmError::Cgroup(crate::vm::cgroup::CgroupError::InvalidPath(_)) => Code::INVALID_ARGUMENT,
+        VmError::Cgroup(_)
+        | VmError::CreateStateDir { .. }
         | VmError::PrepareShare(_)
         | VmError::CreateLog { .. }
         | VmError::SpawnVmm(_)

@@ -91,6 +91,14 @@ pub fn check_process(exec_id: &str, process: &[u8]) -> Result<(), SpecError> {
 }
 
 /// The spec's annotations.
+/// The spec's `linux.cgroupsPath`, if it names one.
+pub fn cgroups_path(spec: &Value) -> Option<String> {
+    spec.pointer("/linux/cgroupsPath")
+        .and_then(Value::as_str)
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
+}
+
 pub fn annotations(spec: &Value) -> HashMap<String, String> {
     spec.get("annotations")
         .and_then(Value::as_object)

@@ -23,8 +23,9 @@ impl Tasks {
         let annotations = spec::annotations(&bundle_spec);
         let sandbox_id = spec::sandbox_of(&req.id, &annotations);
         check_id("sandbox", &sandbox_id)?;
+        let cgroups_path = spec::cgroups_path(&bundle_spec);
         let guest = spec::for_guest(&req.id, bundle_spec)?;
-        let sandbox = self.sandbox_for(&sandbox_id, &annotations)?;
+        let sandbox = self.sandbox_for(&sandbox_id, &annotations, cgroups_path.as_deref())?;
         let result = self.create_in(&sandbox, &sandbox_id, &req, &guest);
         if result.is_err() {
             let _ = sandbox.with_share(|share| {
@@ -56,12 +57,14 @@ impl Tasks {
         })
     }
 
-    /// The pod's VM, booted on first use, with its OOM poll and the
-    /// watcher of its death.
+    /// The pod's VM, booted on first use (its VMM in the first container's
+    /// `cgroupsPath`: the sandbox's), with its OOM poll and the watcher of
+    /// its death.
     fn sandbox_for(
         &self,
         sandbox_id: &str,
         annotations: &HashMap<String, String>,
+        cgroups_path: Option<&str>,
     ) -> Result<Arc<Sandbox>, TaskError> {
         let _booting = self.boot.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(sandbox) = &self.shared.lock().sandbox {
@@ -78,6 +81,7 @@ impl Tasks {
             sandbox_id,
             &self.namespace,
             &config,
+            cgroups_path,
             watch::vm::on_exit(Arc::downgrade(&self.shared)),
         )?);
         watch::oom::spawn(&sandbox, Arc::downgrade(&self.shared));

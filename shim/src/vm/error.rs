@@ -19,6 +19,8 @@ pub enum VmError {
     },
     #[error("preparing the sandbox's shared directory")]
     PrepareShare(#[source] MountError),
+    #[error("the VMM's cgroup")]
+    Cgroup(#[source] super::cgroup::CgroupError),
     #[error("creating the VMM's log {path}")]
     CreateLog {
         path: PathBuf,

@@ -4,6 +4,7 @@
 //! where templates are off or none can be made.
 
 use std::fs::File;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Mutex;
@@ -17,6 +18,7 @@ use vessel_vmm_client::{
     connect_agent, BootSpec, Endpoints, Launch, PidFd, ProcessIdentity, RestoreSpec, VmmProcess,
 };
 
+use super::cgroup::{self, Hierarchies, PodCgroup};
 use crate::config::VesselConfig;
 use crate::mounts::SharedDir;
 use crate::vm::error::VmError;
@@ -60,6 +62,7 @@ impl Sandbox {
         id: &str,
         namespace: &str,
         config: &VesselConfig,
+        cgroups_path: Option<&str>,
         on_exit: Box<dyn FnOnce() + Send>,
     ) -> Result<Sandbox, VmError> {
         let dir = state_dir(&config.state_dir, namespace, id);
@@ -67,6 +70,16 @@ impl Sandbox {
             path: dir.clone(),
             source,
         })?;
+        let cgroup = cgroups_path
+            .map(|path| PodCgroup::create(&Hierarchies::host(), path, &dir))
+            .transpose();
+        let cgroup = match cgroup {
+            Ok(cgroup) => cgroup,
+            Err(error) => {
+                remove_state(&dir, None);
+                return Err(VmError::Cgroup(error));
+            }
+        };
         let share = match SharedDir::create(&dir.join("shared")) {
             Ok(share) => share,
             Err(error) => {
@@ -74,7 +87,7 @@ impl Sandbox {
                 return Err(VmError::PrepareShare(error));
             }
         };
-        let started = Self::start(id, &dir, &share, config, on_exit);
+        let started = Self::start(id, &dir, &share, config, cgroup.as_ref(), on_exit);
         match started {
             Ok((vmm_pid, vmm, agent, exited)) => Ok(Sandbox {
                 id: id.to_owned(),
@@ -99,6 +112,7 @@ impl Sandbox {
         dir: &Path,
         share: &SharedDir,
         config: &VesselConfig,
+        cgroup: Option<&PodCgroup>,
         on_exit: Box<dyn FnOnce() + Send>,
     ) -> Result<(u32, PidFd, AgentClient, watch::Receiver<bool>), VmError> {
         let endpoints = Endpoints {
@@ -136,7 +150,20 @@ impl Sandbox {
         };
         let mut command = launch::vmm(config).command(&launch);
         command.stdout(Stdio::null()).stderr(vmm_log);
-        let mut process = VmmProcess::spawn(&mut command).map_err(VmError::SpawnVmm)?;
+        let procs = match cgroup {
+            Some(cgroup) => cgroup.procs_files().map_err(VmError::Cgroup)?,
+            None => Vec::new(),
+        };
+        let fds = cgroup::raw_fds(&procs);
+        // SAFETY: the hook only calls cgroup::join_all, which is
+        // async-signal-safe (one write(2) per fd, no allocation); the fds
+        // stay open in `procs` until the spawn returns.
+        unsafe {
+            command.pre_exec(move || cgroup::join_all(&fds));
+        }
+        let spawned = VmmProcess::spawn(&mut command);
+        drop(procs);
+        let mut process = spawned.map_err(VmError::SpawnVmm)?;
         let vmm_pid = process.pid();
         // Our unreaped child: the pid is still its own.
         let pidfd = PidFd::open(vmm_pid).map_err(VmError::OpenPidFd)?;
@@ -279,6 +306,7 @@ fn kill_and_wait(vmm: &PidFd, exited: &watch::Receiver<bool>) {
 /// Removes a sandbox's state directory after its share's mounts.
 fn remove_state(dir: &Path, share: Option<SharedDir>) {
     drop(share);
+    cgroup::remove_recorded(dir);
     crate::mounts::remove_dir(dir);
 }
 

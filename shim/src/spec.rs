@@ -90,7 +90,6 @@ pub fn check_process(exec_id: &str, process: &[u8]) -> Result<(), SpecError> {
     Ok(())
 }
 
-/// The spec's annotations.
 /// The spec's `linux.cgroupsPath`, if it names one.
 pub fn cgroups_path(spec: &Value) -> Option<String> {
     spec.pointer("/linux/cgroupsPath")
@@ -99,6 +98,7 @@ pub fn cgroups_path(spec: &Value) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// The spec's annotations.
 pub fn annotations(spec: &Value) -> HashMap<String, String> {
     spec.get("annotations")
         .and_then(Value::as_object)

@@ -20,13 +20,12 @@
 mod beneath;
 mod remove;
 
-use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{Mode, OFlags};
-use rustix::mount::{MoveMountFlags, OpenTreeFlags};
+use rustix::mount::{MountFlags, MountPropagationFlags, MoveMountFlags, OpenTreeFlags};
 
 use crate::domain::RootfsMount;
 
@@ -111,41 +110,13 @@ impl From<containerd_shim::Error> for RootfsError {
     }
 }
 
-fn cstr(path: &Path) -> CString {
-    // Paths the shim builds never hold NUL; a containerd path with one
-    // fails the mount instead.
-    CString::new(path.as_os_str().as_bytes()).unwrap_or_default()
-}
-
-/// `mount(2)` with no data, on a host path the shim made (never one under
-/// the share).
-fn mount(
-    source: &Path,
-    target: &Path,
-    fstype: Option<&str>,
-    flags: libc::c_ulong,
-) -> Result<(), MountError> {
-    let source = cstr(source);
-    let target_c = cstr(target);
-    let fstype = fstype.map(|t| CString::new(t).unwrap_or_default());
-    // SAFETY: every pointer is a NUL-terminated string that outlives the call
-    // (or null where mount(2) allows it).
-    let ret = unsafe {
-        libc::mount(
-            source.as_ptr(),
-            target_c.as_ptr(),
-            fstype.as_ref().map_or(std::ptr::null(), |t| t.as_ptr()),
-            flags,
-            std::ptr::null(),
-        )
-    };
-    if ret == -1 {
-        return Err(MountError::MountPath {
-            target: target.to_owned(),
-            source: std::io::Error::last_os_error(),
-        });
+/// A failed mount(2) on `target`, a host path the shim made (never one
+/// under the share).
+fn mount_path_error(target: &Path) -> impl FnOnce(rustix::io::Errno) -> MountError + '_ {
+    move |e| MountError::MountPath {
+        target: target.to_owned(),
+        source: e.into(),
     }
-    Ok(())
 }
 
 /// Sets `attrs` (`MOUNT_ATTR_*`) on every mount of the detached tree `tree`.
@@ -233,7 +204,7 @@ impl SharedDir {
             path: path.to_owned(),
             source,
         })?;
-        mount(path, path, None, libc::MS_BIND)?;
+        rustix::mount::mount_bind(path, path).map_err(mount_path_error(path))?;
         let open = open_own_dir(path);
         let root = match open {
             Ok(root) => root,
@@ -249,9 +220,10 @@ impl SharedDir {
             path: path.to_owned(),
             root,
         };
-        let flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_NOSUID | libc::MS_NODEV;
-        mount(Path::new("none"), path, None, flags)?;
-        mount(Path::new("none"), path, None, libc::MS_SHARED)?;
+        let flags = MountFlags::BIND | MountFlags::NOSUID | MountFlags::NODEV;
+        rustix::mount::mount_remount(path, flags, "").map_err(mount_path_error(path))?;
+        rustix::mount::mount_change(path, MountPropagationFlags::SHARED)
+            .map_err(mount_path_error(path))?;
         Ok(shared)
     }
 
@@ -291,19 +263,12 @@ impl SharedDir {
                     path: source.to_owned(),
                     source: e,
                 })?;
-        let fd = if is_dir {
-            self.made(
-                relative,
-                beneath::make_dirs(self.root.as_fd(), relative),
-                false,
-            )?
+        let made = if is_dir {
+            beneath::make_dirs(self.root.as_fd(), relative)
         } else {
-            self.made(
-                relative,
-                beneath::make_file(self.root.as_fd(), relative),
-                true,
-            )?
+            beneath::make_file(self.root.as_fd(), relative)
         };
+        let fd = self.made(relative, made, !is_dir)?;
         bind_onto(source, fd.as_fd(), &target, readonly)?;
         Ok(target)
     }
@@ -354,12 +319,10 @@ impl SharedDir {
 }
 
 /// Unmounts and removes `relative` under `root` (the fd of `root_path`).
+/// What stays has been named in a warning each.
 fn remove_beneath(root: BorrowedFd<'_>, root_path: &Path, relative: &Path) {
-    let stuck = remove::unmount_under(root, root_path, relative);
-    let left = remove::remove_tree(root, root_path, relative);
-    if !stuck.is_empty() || !left.is_empty() {
-        tracing::warn!(dir = %root_path.join(relative).display(), still_mounted = ?stuck, left = ?left, "removal left these in place");
-    }
+    remove::unmount_under(root, root_path, relative);
+    remove::remove_tree(root, root_path, relative);
 }
 
 impl Drop for SharedDir {

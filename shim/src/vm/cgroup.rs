@@ -160,13 +160,28 @@ impl PodCgroup {
             leaves: Vec::new(),
             made: Vec::new(),
         };
+        match cgroup.make_all(hierarchies, &relative, state_dir) {
+            Ok(()) => Ok(cgroup),
+            Err(error) => {
+                remove_made(&cgroup.made);
+                Err(error)
+            }
+        }
+    }
+
+    /// Makes the cgroup in every hierarchy, then lists what it made.
+    fn make_all(
+        &mut self,
+        hierarchies: &Hierarchies,
+        relative: &Path,
+        state_dir: &Path,
+    ) -> Result<(), CgroupError> {
         for root in &hierarchies.0 {
-            let leaf = root.join(&relative);
-            cgroup.make_dirs(root, &relative)?;
-            cgroup.leaves.push(leaf);
+            self.make_dirs(root, relative)?;
+            self.leaves.push(root.join(relative));
         }
         let list = state_dir.join(CGROUPS_FILE);
-        let lines: String = cgroup
+        let lines: String = self
             .made
             .iter()
             .map(|p| format!("{}\n", p.display()))
@@ -174,8 +189,7 @@ impl PodCgroup {
         std::fs::write(&list, lines).map_err(|source| CgroupError::Record {
             path: list.clone(),
             source,
-        })?;
-        Ok(cgroup)
+        })
     }
 
     fn make_dirs(&mut self, root: &Path, relative: &Path) -> Result<(), CgroupError> {
@@ -238,11 +252,16 @@ pub fn remove_recorded(state_dir: &Path) {
     let Ok(list) = std::fs::read_to_string(state_dir.join(CGROUPS_FILE)) else {
         return;
     };
-    let mut dirs: Vec<PathBuf> = list.lines().map(PathBuf::from).collect();
-    // Parents were listed first in each hierarchy.
-    dirs.reverse();
-    for dir in dirs {
-        match std::fs::remove_dir(&dir) {
+    let dirs: Vec<PathBuf> = list.lines().map(PathBuf::from).collect();
+    remove_made(&dirs);
+    let _ = std::fs::remove_file(state_dir.join(CGROUPS_FILE));
+}
+
+/// Removes the cgroup directories `made` (parents first in each
+/// hierarchy), deepest first.
+fn remove_made(made: &[PathBuf]) {
+    for dir in made.iter().rev() {
+        match std::fs::remove_dir(dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             // A parent another pod's cgroup still sits in.
@@ -254,7 +273,6 @@ pub fn remove_recorded(state_dir: &Path) {
             }
         }
     }
-    let _ = std::fs::remove_file(state_dir.join(CGROUPS_FILE));
 }
 
 #[cfg(test)]
@@ -353,6 +371,23 @@ mod tests {
             assert!(root.join("default/other").exists(), "not ours, so kept");
         }
         assert!(!state.join(CGROUPS_FILE).exists());
+    }
+
+    #[test]
+    fn a_failure_in_one_hierarchy_takes_back_what_the_others_got() {
+        let tmp = tempfile::tempdir().unwrap();
+        let memory = tmp.path().join("memory");
+        std::fs::create_dir(&memory).unwrap();
+        // The second hierarchy's root is missing: its mkdir fails.
+        let roots = vec![memory.clone(), tmp.path().join("pids")];
+        let err =
+            PodCgroup::create(&Hierarchies::at(roots), "/default/c1", tmp.path()).unwrap_err();
+        assert!(matches!(err, CgroupError::Create { .. }), "{err}");
+        assert!(
+            !memory.join("default").exists(),
+            "the first hierarchy's cgroup stayed"
+        );
+        assert!(!tmp.path().join(CGROUPS_FILE).exists());
     }
 
     #[test]

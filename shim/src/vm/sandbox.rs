@@ -154,12 +154,14 @@ impl Sandbox {
             Some(cgroup) => cgroup.procs_files().map_err(VmError::Cgroup)?,
             None => Vec::new(),
         };
-        let fds = cgroup::raw_fds(&procs);
-        // SAFETY: the hook only calls cgroup::join_all, which is
-        // async-signal-safe (one write(2) per fd, no allocation); the fds
-        // stay open in `procs` until the spawn returns.
-        unsafe {
-            command.pre_exec(move || cgroup::join_all(&fds));
+        if !procs.is_empty() {
+            let fds = cgroup::raw_fds(&procs);
+            // SAFETY: the hook only calls cgroup::join_all, which is
+            // async-signal-safe (one write(2) per fd, no allocation); the
+            // fds stay open in `procs` until the spawn returns.
+            unsafe {
+                command.pre_exec(move || cgroup::join_all(&fds));
+            }
         }
         let spawned = VmmProcess::spawn(&mut command);
         drop(procs);

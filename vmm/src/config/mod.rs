@@ -366,6 +366,11 @@ pub fn log_max_bytes(args: &[String]) -> Result<u64, ConfigError> {
         flag: "--log-max-bytes",
         value: value.clone(),
     })?;
+    check_log_max_bytes(n)
+}
+
+/// Checks a log cap.
+fn check_log_max_bytes(n: u64) -> Result<u64, ConfigError> {
     if n < MIN_SERIAL_MAX_BYTES {
         return Err(ConfigError::LogMaxBytes(n));
     }
@@ -427,10 +432,7 @@ pub fn from_args(
             "--restore-memory" => flags.restore_memory = Some(PathBuf::from(value)),
             // Taken by `main` before the log starts (log_max_bytes).
             "--log-max-bytes" => {
-                let n = number("--log-max-bytes")?;
-                if n < MIN_SERIAL_MAX_BYTES {
-                    return Err(ConfigError::LogMaxBytes(n));
-                }
+                check_log_max_bytes(number("--log-max-bytes")?)?;
             }
             _ => flags.api_sock = Some(PathBuf::from(value)),
         }

@@ -110,9 +110,21 @@ fn main() -> Result<()> {
         .map(|(pid, _)| pid)
         .context("the shim process")?;
     let shim_rss = kb(&format!("/proc/{shim}/status"), "VmRSS:").unwrap_or(0);
-    let vmm_rss = kb(&format!("/proc/{vmm}/status"), "VmRSS:").unwrap_or(0);
-    let vmm_pss = kb(&format!("/proc/{vmm}/smaps_rollup"), "Pss:").unwrap_or(0);
-    println!("one idle pod (512 MiB guest): shim RSS {shim_rss} kB; VMM RSS {vmm_rss} kB, PSS {vmm_pss} kB");
+    // The task's pid is the VMM's monitor; the VM runs in its child.
+    let both = [vmm, vessel_vmm_client::jail::vmm_pid(vmm)];
+    let both = if both[0] == both[1] {
+        &both[..1]
+    } else {
+        &both[..]
+    };
+    let sum = |file: &str, key: &str| -> u64 {
+        both.iter()
+            .map(|pid| kb(&format!("/proc/{pid}/{file}"), key).unwrap_or(0))
+            .sum()
+    };
+    let vmm_rss = sum("status", "VmRSS:");
+    let vmm_pss = sum("smaps_rollup", "Pss:");
+    println!("one idle pod (512 MiB guest): shim RSS {shim_rss} kB; VMM (with its monitor) RSS {vmm_rss} kB, PSS {vmm_pss} kB");
     let _ = c
         .ctr(&["task", "kill", "--signal", "SIGKILL", "mem"])
         .output();

@@ -30,7 +30,7 @@ use vessel_integration::{
     agent_initramfs, connect_while_running, guest_kernel, positive_flag, vessel_vmm, ApiClient,
     BootSpec, Endpoints, RestoreSpec, RunningGuest,
 };
-use vessel_vmm_client::{Launch, VmmCommand};
+use vessel_vmm_client::{JailSpec, Launch, VmmCommand};
 
 const MEMORY_MIB: u32 = 256;
 const EXIT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -55,13 +55,25 @@ impl Vm {
         )?)
     }
 
+    /// PSS of the VMM and its monitor.
     fn pss_kib(&self) -> Result<u64> {
-        let path = format!("/proc/{}/smaps_rollup", self.guest.pid());
-        let text = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
-        text.lines()
-            .find_map(|l| l.strip_prefix("Pss:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .with_context(|| format!("no Pss in {path}"))
+        let monitor = self.guest.pid();
+        let vmm = vessel_vmm_client::jail::vmm_pid(monitor);
+        let pids = if vmm == monitor {
+            vec![vmm]
+        } else {
+            vec![monitor, vmm]
+        };
+        pids.into_iter().try_fold(0, |sum, pid| {
+            let path = format!("/proc/{pid}/smaps_rollup");
+            let text = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
+            let pss: u64 = text
+                .lines()
+                .find_map(|l| l.strip_prefix("Pss:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .with_context(|| format!("no Pss in {path}"))?;
+            Ok(sum + pss)
+        })
     }
 
     fn shutdown(self) -> Result<()> {
@@ -82,9 +94,11 @@ fn endpoints(dir: &TempDir) -> Endpoints {
 
 /// Starts `launch`, whose sockets are in `dir`, and waits for the agent's
 /// first answer.
-fn start(launch: Launch, dir: TempDir) -> Result<Vm> {
+fn start(launch: Launch, dir: TempDir, jail: JailSpec) -> Result<Vm> {
     let uds = dir.path().join("vsock.sock");
-    let mut cmd = VmmCommand::new(vessel_vmm()?).command(&launch);
+    let mut cmd = VmmCommand::new(vessel_vmm()?)
+        .with_jail(jail)
+        .command(&launch);
     cmd.env("RUST_LOG", "vessel_vmm=info");
     let spawned = Instant::now();
     let mut guest = RunningGuest::spawn(&mut cmd)?;
@@ -107,14 +121,19 @@ fn boot() -> Result<Vm> {
     spec.vcpus = 2;
     spec.memory_mib = MEMORY_MIB;
     spec.endpoints = endpoints(&dir);
-    start(Launch::Boot(spec), dir)
+    start(Launch::Boot(spec), dir, JailSpec::default())
 }
 
-fn restore(state: &Path, memory: &Path) -> Result<Vm> {
+/// Restores the snapshot, jailed (the default) or with `--jail off`.
+fn restore(state: &Path, memory: &Path, jailed: bool) -> Result<Vm> {
     let dir = tempfile::tempdir()?;
     let mut spec = RestoreSpec::new(state, memory);
     spec.endpoints = endpoints(&dir);
-    start(Launch::Restore(spec), dir)
+    let jail = JailSpec {
+        disabled: !jailed,
+        ..JailSpec::default()
+    };
+    start(Launch::Restore(spec), dir, jail)
 }
 
 /// The VMM's own restore time, from its "snapshot restored" log line.
@@ -143,9 +162,10 @@ fn strip_ansi(text: &str) -> String {
     out
 }
 
+/// The median (the upper one of an even count); zero of none.
 fn median(mut values: Vec<Duration>) -> Duration {
     values.sort();
-    values[values.len() / 2]
+    values.get(values.len() / 2).copied().unwrap_or_default()
 }
 
 fn ms(d: Duration) -> String {
@@ -191,23 +211,53 @@ fn main() -> Result<()> {
         vm.shutdown()?;
     }
 
-    println!("restoring {n} VMs from the snapshot one after the other");
+    println!(
+        "restoring {n} VMs from the snapshot one after the other, each jailed and then \
+         with --jail off"
+    );
     let mut restored = Vec::with_capacity(n);
+    let mut unjailed = Vec::with_capacity(n);
     for i in 0..n {
-        let vm = restore(&state, &memory)?;
-        println!(
-            "  restore {i}: spawn to agent answer {} (VMM restore {} ms)",
-            ms(vm.to_answer),
-            vmm_restore_millis(&vm).map_or("?".into(), |m| m.to_string())
-        );
-        restored.push(vm);
+        for jailed in [true, false] {
+            let vm = restore(&state, &memory, jailed)?;
+            println!(
+                "  restore {i}{}: spawn to agent answer {} (VMM restore {} ms)",
+                if jailed { "" } else { " --jail off" },
+                ms(vm.to_answer),
+                vmm_restore_millis(&vm).map_or("?".into(), |m| m.to_string())
+            );
+            if jailed {
+                restored.push(vm);
+            } else {
+                unjailed.push(vm);
+            }
+        }
     }
     let restored_pss: u64 = restored.iter().map(Vm::pss_kib).sum::<Result<u64>>()?;
+    let unjailed_pss: u64 = unjailed.iter().map(Vm::pss_kib).sum::<Result<u64>>()?;
     let restore_times: Vec<Duration> = restored.iter().map(|vm| vm.to_answer).collect();
-    for vm in restored {
+    let unjailed_times: Vec<Duration> = unjailed.iter().map(|vm| vm.to_answer).collect();
+    let millis = |vms: &[Vm]| -> Vec<Duration> {
+        vms.iter()
+            .filter_map(vmm_restore_millis)
+            .map(Duration::from_millis)
+            .collect()
+    };
+    let (own_jailed, own_unjailed) = (median(millis(&restored)), median(millis(&unjailed)));
+    for vm in restored.into_iter().chain(unjailed) {
         vm.shutdown()?;
     }
-
+    println!();
+    println!(
+        "the jail, median of {n}: spawn to agent answer {} jailed, {} not; the VMM's own \
+         restore {} jailed, {} not; PSS of {n} VMMs {:.1} MiB jailed, {:.1} MiB not",
+        ms(median(restore_times.clone())),
+        ms(median(unjailed_times)),
+        ms(own_jailed),
+        ms(own_unjailed),
+        restored_pss as f64 / 1024.0,
+        unjailed_pss as f64 / 1024.0,
+    );
     let (boot_median, restore_median) = (median(boot_times), median(restore_times));
     println!();
     println!(

@@ -1,13 +1,17 @@
-//! Benchmark: vessel-vmm against the QEMU microvm reference, same guest.
+//! Benchmark: vessel-vmm against the QEMU microvm reference, same guest,
+//! and vessel-vmm jailed (its default) against `--jail off`: the jail's
+//! cost.
 //!
 //! `cargo run --release -p vessel-integration --example bench_vmm [-- --rounds N]`
 //!
 //! Each round boots the test guest (1 vCPU, 128 MiB) once under each VMM,
-//! alternating vessel, qemu, vessel, qemu... so host load hits both alike. It
+//! alternating vessel, vessel unjailed, qemu, vessel... so host load hits
+//! all alike. It
 //! measures the wall time from spawning the VMM to the console line with
 //! `VESSEL-TEST-INIT-START`, and at that moment reads the VMM's
 //! `/proc/<pid>/status` and `/proc/<pid>/smaps`: the VMM's overhead is its
-//! VmRSS less the resident part of the guest-RAM mapping. Then it waits for
+//! VmRSS less the resident part of the guest-RAM mapping (a jailed
+//! vessel-vmm's monitor process counts too). Then it waits for
 //! the guest's reboot to end the VMM with status 0.
 //!
 //! The harness builds the release vessel-vmm it runs (`target/harness/`).
@@ -33,6 +37,7 @@ const FIRECRACKER_TARGET_MIB: f64 = 5.0;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Vmm {
     Vessel,
+    VesselUnjailed,
     Qemu,
 }
 
@@ -40,6 +45,7 @@ impl Vmm {
     fn name(self) -> &'static str {
         match self {
             Vmm::Vessel => "vessel-vmm",
+            Vmm::VesselUnjailed => "vessel-nojail",
             Vmm::Qemu => "qemu-microvm",
         }
     }
@@ -87,9 +93,10 @@ fn main() -> Result<()> {
         "round", "vmm", "to-init s", "VmRSS MiB", "guest-RAM MiB", "overhead MiB", "VmHWM MiB"
     );
     for round in 1..=rounds {
-        for vmm in [Vmm::Vessel, Vmm::Qemu] {
+        for vmm in [Vmm::Vessel, Vmm::VesselUnjailed, Vmm::Qemu] {
             let runner = match vmm {
                 Vmm::Vessel => Runner::VesselVmm,
+                Vmm::VesselUnjailed => Runner::VesselVmmUnjailed,
                 Vmm::Qemu => Runner::QemuMicrovm,
             };
             let sample = measure(runner, &spec, memory_kib)
@@ -118,6 +125,7 @@ fn main() -> Result<()> {
     let overhead = |vmm: Vmm| median(of(vmm).map(|s| mib(s.overhead_kib())).collect());
     let (tv, tq) = (time(Vmm::Vessel), time(Vmm::Qemu));
     let (ov, oq) = (overhead(Vmm::Vessel), overhead(Vmm::Qemu));
+    let (tu, ou) = (time(Vmm::VesselUnjailed), overhead(Vmm::VesselUnjailed));
     println!();
     println!("summary (medians over {rounds} rounds):");
     println!(
@@ -127,6 +135,12 @@ fn main() -> Result<()> {
     println!(
         "  RSS overhead:  vessel-vmm {ov:.1} MiB, qemu-microvm {oq:.1} MiB, vessel/qemu {:.2}",
         ov / oq
+    );
+    println!(
+        "  the jail:      time to init {tv:.2} s jailed, {tu:.2} s not, jailed/not {:.3}; \
+         RSS overhead {ov:.1} MiB jailed, {ou:.1} MiB not (+{:.2} MiB)",
+        tv / tu,
+        ov - ou
     );
     let verdict = if ov < FIRECRACKER_TARGET_MIB {
         "met"
@@ -176,13 +190,23 @@ fn measure(runner: Runner, spec: &BootSpec, memory_kib: u64) -> Result<Sample> {
         }
         std::thread::sleep(Duration::from_millis(5));
     };
+    // A jailed vessel-vmm runs the VM in its monitor's child.
+    let vm_pid = vessel_vmm_client::jail::vmm_pid(pid);
+    let monitor_rss_kib = if vm_pid == pid {
+        0
+    } else {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        status_kib(&status, "VmRSS").context("no VmRSS in the monitor's status")?
+    };
+    let pid = vm_pid;
     let proc_dir = PathBuf::from(format!("/proc/{pid}"));
     let read = |name: &str| {
         std::fs::read_to_string(proc_dir.join(name))
             .with_context(|| format!("read /proc/{pid}/{name} (did the VMM exit at once?)"))
     };
     let (smaps, status) = (read("smaps")?, read("status")?);
-    let rss_kib = status_kib(&status, "VmRSS").context("no VmRSS in /proc/<pid>/status")?;
+    let rss_kib =
+        status_kib(&status, "VmRSS").context("no VmRSS in /proc/<pid>/status")? + monitor_rss_kib;
     let hwm_kib = status_kib(&status, "VmHWM").context("no VmHWM in /proc/<pid>/status")?;
     let Some(guest_rss_kib) = guest_ram_rss_kib(&smaps, memory_kib) else {
         bail!(

@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use vessel_vmm_client::{BootSpec, HostProfile, Launch, VmmCommand, VmmProcess};
+use vessel_vmm_client::{BootSpec, HostProfile, JailSpec, Launch, VmmCommand, VmmProcess};
 
 use crate::build::vessel_vmm;
 use crate::report::START_MARKER;
@@ -32,6 +32,8 @@ pub enum Runner {
     QemuMicrovm,
     /// Our own `vessel-vmm`.
     VesselVmm,
+    /// `vessel-vmm --jail off`: the benchmarks' measure of the jail's cost.
+    VesselVmmUnjailed,
 }
 
 /// What a finished run left.
@@ -90,10 +92,16 @@ impl Runner {
                 .args(["-append", cmdline.trim_end()]);
                 cmd
             }
+            // vessel-vmm adds the profile's default command line itself.
             Runner::VesselVmm => {
-                // vessel-vmm adds the profile's default command line itself.
                 VmmCommand::new(vessel_vmm()?).command(&Launch::Boot(spec.clone()))
             }
+            Runner::VesselVmmUnjailed => VmmCommand::new(vessel_vmm()?)
+                .with_jail(JailSpec {
+                    disabled: true,
+                    ..JailSpec::default()
+                })
+                .command(&Launch::Boot(spec.clone())),
         })
     }
 

@@ -10,6 +10,7 @@ use anyhow::{ensure, Context, Result};
 use vessel_integration::containerd::{Containerd, RUNTIME};
 use vessel_integration::pty::run_on_terminal;
 use vessel_integration::Cases;
+use vessel_vmm_client::{ApiClient, Request};
 
 /// Polls `f` until it is true or `timeout` passes.
 fn eventually(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<bool>) -> Result<()> {
@@ -366,6 +367,175 @@ fn killed_vmm_is_a_task_exit(c: &Containerd, image: &str) -> Result<()> {
     result
 }
 
+/// The jailed VMM of a running pod: its monitor and every thread under
+/// seccomp with no_new_privs and only the share's capabilities, in pid,
+/// network and IPC namespaces of its own. Then a syscall outside the API
+/// thread's policy (the harness's shims let the API make one on request):
+/// the VMM exits, the task with it, and the shim's log says why.
+fn forbidden_syscall_stops_the_pod(c: &Containerd, image: &str) -> Result<()> {
+    let id = "seccomp";
+    let result = (|| -> Result<()> {
+        c.run_detached(image, id, &["sleep", "1000"])?;
+        let pid: u32 = task_pid(c, id)?.parse()?;
+        vessel_integration::privileges::check_vmm(pid, true)?;
+        let api = api_socket_of(c, pid)?;
+        let mut client = ApiClient::connect(&api, Duration::from_secs(5))?;
+        // No reply: the VMM ends in the middle of the request.
+        let _ = client.request(&Request::DebugForbiddenSyscall);
+        eventually(
+            "the task exits with its VM",
+            Duration::from_secs(60),
+            || Ok(task_status(c, id)? == "STOPPED"),
+        )?;
+        // containerd copies the shim's log on its own time.
+        let stop_line = || {
+            c.log()
+                .lines()
+                .find(|l| l.contains("the VMM exited") && l.contains("seccomp policy"))
+                .map(str::to_owned)
+        };
+        eventually("the shim logs why", Duration::from_secs(30), || {
+            Ok(stop_line().is_some())
+        })
+        .context("the shim's log gives no seccomp reason for the VMM's exit")?;
+        let stop = stop_line().unwrap_or_default();
+        ensure!(
+            stop.contains(&format!(
+                "the api thread made syscall {}",
+                libc::SYS_getpgid
+            )),
+            "the reason does not name the thread and the syscall: {stop}"
+        );
+        c.ctr_ok(&["task", "delete", id])?;
+        Ok(())
+    })();
+    remove(c, id);
+    result
+}
+
+/// The guest plays hostile with the share (the test writes into it as
+/// guest root would through virtio-fs): links to a host directory planted
+/// where the shim makes a container's directory and a volume's mount
+/// point before Create, inside a container's directory before exec and
+/// Delete. Each create so attacked fails with an error naming the planted
+/// path, the others carry on, and the host directory is never mounted
+/// over, written or removed.
+fn hostile_share_in_a_pod(c: &Containerd, image: &str) -> Result<()> {
+    let host = c.dir().join("host-target");
+    let vol = c.dir().join("hostile-volume");
+    for dir in [&host, &vol] {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(host.join("keep"), "host data")?;
+    let untouched = || -> Result<()> {
+        let entries: Vec<_> = std::fs::read_dir(&host)?
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        ensure!(
+            entries == ["keep"],
+            "the host directory changed: {entries:?}"
+        );
+        ensure!(std::fs::read_to_string(host.join("keep"))? == "host data");
+        let mounted = std::fs::read_to_string("/proc/self/mountinfo")?
+            .lines()
+            .any(|l| l.split_whitespace().nth(4) == Some(&*host.to_string_lossy()));
+        ensure!(!mounted, "something was mounted over the host directory");
+        Ok(())
+    };
+    let mount = format!("type=bind,src={},dst=/vol,options=rbind:rw", vol.display());
+    let run = |id: &str, kind: &str| {
+        c.ctr(&[
+            "run",
+            "-d",
+            "--runtime",
+            RUNTIME,
+            "--mount",
+            &mount,
+            "--annotation",
+            &format!("io.kubernetes.cri.container-type={kind}"),
+            "--annotation",
+            "io.kubernetes.cri.sandbox-id=hpod",
+            image,
+            id,
+            "sleep",
+            "1000",
+        ])
+        .output()
+    };
+    let refused = |id: &str, planted: &str| -> Result<()> {
+        let out = run(id, "container")?;
+        let stderr = text(&out.stderr);
+        ensure!(
+            !out.status.success(),
+            "{id} was created through a link planted at {planted}"
+        );
+        ensure!(
+            stderr.contains(planted) || stderr.contains("symbolic link"),
+            "{id}'s error does not name the planted path {planted}: {stderr}"
+        );
+        untouched()
+    };
+    let ids = ["hpod-c2", "hpod-c3", "hpod-c4"];
+    let result = (|| -> Result<()> {
+        ensure!(
+            run("hpod", "sandbox")?.status.success(),
+            "the sandbox did not start"
+        );
+        let pid: u32 = task_pid(c, "hpod")?.parse()?;
+        let share = api_socket_of(c, pid)?.with_file_name("shared");
+        // Create, the container's own directory planted.
+        std::os::unix::fs::symlink(&host, share.join("hpod-c2"))?;
+        refused("hpod-c2", "hpod-c2")?;
+        remove(c, "hpod-c2");
+        // Create, its volume's mount point planted.
+        std::fs::create_dir_all(share.join("hpod-c3/volumes"))?;
+        std::os::unix::fs::symlink(&host, share.join("hpod-c3/volumes/0"))?;
+        refused("hpod-c3", "volumes/0")?;
+        remove(c, "hpod-c3");
+        // Exec and Delete, links planted inside a running container's
+        // directory, beside its mounts.
+        let out = run("hpod-c4", "container")?;
+        ensure!(out.status.success(), "hpod-c4: {}", text(&out.stderr));
+        std::os::unix::fs::symlink(&host, share.join("hpod-c4/planted"))?;
+        std::os::unix::fs::symlink(&host, share.join("hpod-c4/volumes/planted"))?;
+        c.ctr_ok(&["task", "exec", "--exec-id", "e1", "hpod-c4", "true"])?;
+        c.ctr_ok(&["task", "kill", "--signal", "SIGKILL", "hpod-c4"])?;
+        eventually("hpod-c4 stops", Duration::from_secs(60), || {
+            Ok(task_status(c, "hpod-c4")? == "STOPPED")
+        })?;
+        c.ctr_ok(&["task", "delete", "hpod-c4"])?;
+        c.ctr_ok(&["containers", "delete", "hpod-c4"])?;
+        untouched()?;
+        ensure!(
+            !share.join("hpod-c4").exists(),
+            "Delete left the container's directory in the share"
+        );
+        ensure!(
+            task_status(c, "hpod")? == "RUNNING",
+            "the pod did not carry on"
+        );
+        Ok(())
+    })();
+    for id in ids {
+        remove(c, id);
+    }
+    remove(c, "hpod");
+    result.and_then(|()| untouched())
+}
+
+/// The API socket of the sandbox whose VMM (its monitor) is `pid`.
+fn api_socket_of(c: &Containerd, pid: u32) -> Result<std::path::PathBuf> {
+    for dir in std::fs::read_dir(c.vessel_state())?.flatten() {
+        let owner = std::fs::read_to_string(dir.path().join("vmm.pid")).unwrap_or_default();
+        if owner.split_whitespace().next() == Some(&pid.to_string()) {
+            return Ok(dir.path().join("api.sock"));
+        }
+    }
+    anyhow::bail!("no sandbox state directory names VMM {pid}")
+}
+
 /// `ctr run -t` on a terminal of 33 rows and 101 columns: the process has
 /// a terminal, and ctr's ResizePty gives it that size. (ctr resizes only
 /// after Start, so the process waits a while for a size.)
@@ -440,8 +610,15 @@ fn containers_run_in_microvms_through_containerd() -> Result<()> {
     cases.run("a pod: one VM, one volume, SIGKILL", || {
         pod_shares_vm_and_volume(&c, image)
     });
+    cases.run(
+        "links planted in the share at create, exec and delete",
+        || hostile_share_in_a_pod(&c, image),
+    );
     cases.run("a killed VMM is a task exit", || {
         killed_vmm_is_a_task_exit(&c, image)
+    });
+    cases.run("a jailed VMM; a forbidden syscall stops the pod", || {
+        forbidden_syscall_stops_the_pod(&c, image)
     });
     cases.run("ctr run -t gets a terminal", || tty(&c, image));
     cases.run("nothing is left behind", || nothing_left(&c));

@@ -11,6 +11,7 @@
 //! enable_annotations = ["vcpus", "memory_mib"]
 //! templates = true
 //! template_dir = "/var/cache/vessel/templates"
+//! jail = true            # false: debugging only
 //! ```
 
 use std::collections::HashMap;
@@ -79,6 +80,12 @@ pub struct VesselConfig {
     /// rate limits what a guest can make it log, and starts the file again
     /// past this. At least 4096.
     pub vmm_log_max_bytes: u64,
+    /// Jail each VMM (namespaces, rlimits, dropped capabilities, per-thread
+    /// seccomp; see vessel-vmm's `jail`). `false` is for debugging only.
+    pub jail: bool,
+    /// Let each VMM's API serve `debug_forbidden_syscall`, which ends the
+    /// VMM through its seccomp policy. For testing only.
+    pub vmm_debug_api: bool,
 }
 
 impl Default for VesselConfig {
@@ -98,6 +105,8 @@ impl Default for VesselConfig {
             template_dir: PathBuf::from("/var/cache/vessel/templates"),
             console_max_bytes: 1 << 20,
             vmm_log_max_bytes: 1 << 20,
+            jail: true,
+            vmm_debug_api: false,
         }
     }
 }

@@ -14,7 +14,9 @@
 //! Flags and the JSON config file are parsed and checked by
 //! [`vessel_vmm::config::from_args`]; this file only sets the process up.
 //! With a shared directory, that includes moving the VMM into a private
-//! mount namespace, which must happen while it is still single-threaded.
+//! mount namespace; then the VMM enters its jail ([`vessel_vmm::jail`]:
+//! namespaces, rlimits, the fork into its pid namespace, privileges,
+//! seccomp). Both must happen while it is still single-threaded.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -25,23 +27,24 @@ use anyhow::{Context, Result};
 use vessel_vmm::config::{self, FsConfig, Launch, RestoreConfig, USAGE};
 use vessel_vmm::cpu::vcpu::VmExit;
 use vessel_vmm::devices::virtio::fs::{share, SharedDir};
+use vessel_vmm::jail;
 use vessel_vmm::profile::HostProfile;
 use vessel_vmm::snapshot;
 use vessel_vmm::vm::Vm;
-use vessel_vmm::{jail, privileges};
+use vessel_vmm_client::jail::JailSpec;
 
 fn run(args: &[String]) -> Result<VmExit> {
     let profile = HostProfile::detect()?;
+    let jail_spec = config::jail(args)?;
     let config = match config::from_args(args, profile)? {
         Launch::Boot(config) => config,
-        Launch::Restore(config) => return restore(&config),
+        Launch::Restore(config) => return restore(&config, &jail_spec),
     };
     let shared_dir = prepare_share(config.fs.as_ref())?;
-    jail::enter_own_namespaces()?;
-    privileges::drop_unneeded(shared_dir.is_some()).context("dropping privileges")?;
+    let filters = jail::enter(&jail_spec, shared_dir.is_some()).context("jailing the VMM")?;
     tracing::info!(cmdline = %config.cmdline, "starting VM");
     let vm = Vm::new(&config, profile, shared_dir).context("cannot build the VM")?;
-    Ok(vm.run()?)
+    Ok(vm.run(filters, jail_spec.debug_api)?)
 }
 
 /// The share of `fs` in the VMM's own mount namespace. No thread may
@@ -57,18 +60,17 @@ fn prepare_share(fs: Option<&FsConfig>) -> Result<Option<Arc<SharedDir>>> {
 
 /// Restores the snapshot of `config` and runs it. Every check of the
 /// snapshot files comes before any KVM object exists.
-fn restore(config: &RestoreConfig) -> Result<VmExit> {
+fn restore(config: &RestoreConfig, jail_spec: &JailSpec) -> Result<VmExit> {
     let start = std::time::Instant::now();
     let loaded = snapshot::load(&config.state, &config.memory)?;
     let shared_dir = prepare_share(config.fs.as_ref())?;
-    jail::enter_own_namespaces()?;
-    privileges::drop_unneeded(shared_dir.is_some()).context("dropping privileges")?;
+    let filters = jail::enter(jail_spec, shared_dir.is_some()).context("jailing the VMM")?;
     let vm = Vm::restore(config, loaded, shared_dir).context("cannot restore the VM")?;
     tracing::info!(
         millis = start.elapsed().as_millis() as u64,
         "snapshot restored; resuming"
     );
-    Ok(vm.run()?)
+    Ok(vm.run(filters, jail_spec.debug_api)?)
 }
 
 fn main() -> ExitCode {

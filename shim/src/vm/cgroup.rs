@@ -257,10 +257,29 @@ pub fn remove_recorded(state_dir: &Path) {
     let _ = std::fs::remove_file(state_dir.join(CGROUPS_FILE));
 }
 
+/// How long a removal waits for the processes still in a cgroup to leave.
+const LEAVE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Waits at most `grace` until `dir`'s `cgroup.procs` lists no process
+/// (at once when it cannot be read: not a cgroup, or gone).
+fn wait_emptied(dir: &Path, grace: std::time::Duration) {
+    let deadline = std::time::Instant::now() + grace;
+    while std::fs::read_to_string(dir.join("cgroup.procs")).is_ok_and(|p| !p.trim().is_empty()) {
+        if std::time::Instant::now() >= deadline {
+            tracing::warn!(cgroup = %dir.display(), "processes are still in the VMM's cgroup");
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// Removes the cgroup directories `made` (parents first in each
 /// hierarchy), deepest first.
 fn remove_made(made: &[PathBuf]) {
     for dir in made.iter().rev() {
+        // A killed VMM may still be leaving its cgroup (its memory being
+        // freed): wait a moment for the cgroup to empty.
+        wait_emptied(dir, LEAVE_GRACE);
         match std::fs::remove_dir(dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -329,6 +348,29 @@ mod tests {
         for bad in ["", "/", "/a/../../etc", "a:b", "x.slice:p:../n"] {
             assert!(relative_path(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_removal_waits_for_the_last_process_to_leave() {
+        let dir = tempfile::tempdir().unwrap();
+        let procs = dir.path().join("cgroup.procs");
+        std::fs::write(&procs, "4242\n").unwrap();
+        let emptier = {
+            let procs = procs.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                std::fs::write(procs, "").unwrap();
+            })
+        };
+        let start = std::time::Instant::now();
+        wait_emptied(dir.path(), std::time::Duration::from_secs(10));
+        assert!(start.elapsed() >= std::time::Duration::from_millis(100));
+        emptier.join().unwrap();
+        // One that never empties is left after the grace.
+        std::fs::write(&procs, "4242\n").unwrap();
+        wait_emptied(dir.path(), std::time::Duration::from_millis(50));
+        // Not a cgroup: no wait at all.
+        wait_emptied(&dir.path().join("gone"), std::time::Duration::from_secs(10));
     }
 
     #[test]

@@ -6,13 +6,17 @@ use std::time::Duration;
 
 use vessel_agent_protocol::contract::{self, SHARE_TAG};
 use vessel_vmm_client::template::{self, Template, TemplateCache, TemplateError};
-use vessel_vmm_client::{BootSpec, FsSpec, VmmCommand};
+use vessel_vmm_client::{BootSpec, FsSpec, JailSpec, VmmCommand};
 
 use crate::config::VesselConfig;
 
 /// The VMM binary of `config`.
 pub fn vmm(config: &VesselConfig) -> VmmCommand {
-    VmmCommand::new(config.vmm_binary())
+    VmmCommand::new(config.vmm_binary()).with_jail(JailSpec {
+        disabled: !config.jail,
+        debug_api: config.vmm_debug_api,
+        ..JailSpec::default()
+    })
 }
 
 /// The guest of `config`'s pod VMs, its share at `share`, without

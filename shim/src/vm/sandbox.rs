@@ -6,16 +6,18 @@
 use std::fs::File;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{ExitStatus, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use vessel_agent_protocol::{AgentClient, SHARE_TAG};
+use vessel_vmm_client::jail;
 use vessel_vmm_client::template::adopt;
 use vessel_vmm_client::{
-    connect_agent, BootSpec, Endpoints, Launch, PidFd, ProcessIdentity, RestoreSpec, VmmProcess,
+    connect_agent, BootSpec, Endpoints, Launch, PidFd, ProcessError, ProcessIdentity, RestoreSpec,
+    VmmProcess,
 };
 
 use super::cgroup::{self, Hierarchies, PodCgroup};
@@ -56,14 +58,15 @@ impl Sandbox {
     /// Creates the state directory and share, starts the VMM (restoring
     /// the config's template, or booting when templates are off or none
     /// can be made) and waits for the agent's first answer. Blocking.
-    /// `on_exit` runs once the VMM has exited. A failure leaves no VMM and
+    /// `on_exit` runs once the VMM has exited, with the reason
+    /// ([`vessel_vmm_client::jail::exit_reason`]). A failure leaves no VMM and
     /// no state directory behind.
     pub fn boot(
         id: &str,
         namespace: &str,
         config: &VesselConfig,
         cgroups_path: Option<&str>,
-        on_exit: Box<dyn FnOnce() + Send>,
+        on_exit: Box<dyn FnOnce(&str) + Send>,
     ) -> Result<Sandbox, VmError> {
         let dir = state_dir(&config.state_dir, namespace, id);
         std::fs::create_dir_all(&dir).map_err(|source| VmError::CreateStateDir {
@@ -113,7 +116,7 @@ impl Sandbox {
         share: &SharedDir,
         config: &VesselConfig,
         cgroup: Option<&PodCgroup>,
-        on_exit: Box<dyn FnOnce() + Send>,
+        on_exit: Box<dyn FnOnce(&str) + Send>,
     ) -> Result<(u32, PidFd, AgentClient, watch::Receiver<bool>), VmError> {
         let endpoints = Endpoints {
             serial_max_bytes: Some(config.console_max_bytes),
@@ -176,14 +179,14 @@ impl Sandbox {
             tracing::warn!(%error, "cannot write vmm.pid");
         }
         let (tx, exited) = watch::channel(false);
+        let exit_log = log_path.clone();
         // A failed spawn drops the process, which kills the VMM.
         std::thread::Builder::new()
             .name("vmm-wait".into())
             .spawn(move || {
-                let status = process.wait();
-                tracing::info!(pid = vmm_pid, ?status, "the VMM exited");
+                let reason = vmm_exited(vmm_pid, process.wait(), &exit_log);
                 let _ = tx.send(true);
-                on_exit();
+                on_exit(&reason);
             })
             .map_err(VmError::SpawnWaiter)?;
         tracing::info!(
@@ -310,6 +313,39 @@ fn remove_state(dir: &Path, share: Option<SharedDir>) {
     drop(share);
     cgroup::remove_recorded(dir);
     crate::mounts::remove_dir(dir);
+}
+
+/// Logs why the VMM `pid` exited, with what its log `log` says of a
+/// seccomp stop, and returns the reason.
+fn vmm_exited(pid: u32, status: Result<ExitStatus, ProcessError>, log: &Path) -> String {
+    let status = match status {
+        Ok(status) => status,
+        Err(error) => {
+            let reason = format!("cannot wait for the VMM: {error}");
+            tracing::error!(pid, %reason, "the VMM exited");
+            return reason;
+        }
+    };
+    let reason = jail::exit_reason(status);
+    if status.success() {
+        tracing::info!(pid, %reason, "the VMM exited");
+        return reason;
+    }
+    let text = std::fs::read(log)
+        .map(|bytes| {
+            String::from_utf8_lossy(&bytes[bytes.len().saturating_sub(8192)..]).into_owned()
+        })
+        .unwrap_or_default();
+    match jail::seccomp_report(&text) {
+        Some(report) => {
+            tracing::error!(pid, %reason, report, "the VMM exited");
+            format!("{reason}: {report}")
+        }
+        None => {
+            tracing::error!(pid, %reason, "the VMM exited");
+            reason
+        }
+    }
 }
 
 /// Cleans up after a shim that died: kills the VMM the state directory's

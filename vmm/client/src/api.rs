@@ -14,6 +14,8 @@
 //! → {"action":"fs_list"}      ← {"ok":true,"mounts":[{"source":"...","target":"...","readonly":true}]}
 //! → {"action":"snapshot","state":"/abs/state","memory":"/abs/memory"}
 //!                             ← {"ok":true,"state":"paused","state_bytes":N,"memory_bytes":N,"millis":N}
+//! → {"action":"debug_forbidden_syscall"}
+//!                             ← nothing: the VMM exits (only with `--debug-api on`)
 //! → anything else             ← {"ok":false,"error":"..."}
 //! ```
 //!
@@ -54,6 +56,10 @@ pub enum Request {
         state: PathBuf,
         memory: PathBuf,
     },
+    /// Debugging only (`--debug-api on`, else refused): the API thread
+    /// makes a syscall outside its seccomp policy, which stops the VMM with
+    /// [`crate::jail::BAD_SYSCALL_EXIT_CODE`].
+    DebugForbiddenSyscall,
 }
 
 /// The actions, as their names on the wire.
@@ -67,10 +73,11 @@ pub enum Action {
     FsRemove,
     FsList,
     Snapshot,
+    DebugForbiddenSyscall,
 }
 
 impl Action {
-    const ALL: [Action; 8] = [
+    const ALL: [Action; 9] = [
         Action::Pause,
         Action::Resume,
         Action::Status,
@@ -79,6 +86,7 @@ impl Action {
         Action::FsRemove,
         Action::FsList,
         Action::Snapshot,
+        Action::DebugForbiddenSyscall,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -91,6 +99,7 @@ impl Action {
             Action::FsRemove => "fs_remove",
             Action::FsList => "fs_list",
             Action::Snapshot => "snapshot",
+            Action::DebugForbiddenSyscall => "debug_forbidden_syscall",
         }
     }
 
@@ -108,7 +117,7 @@ pub enum RequestError {
     NoAction,
     #[error(
         "unknown action {0:?} (expected pause, resume, shutdown, status, snapshot, fs_add, \
-         fs_remove or fs_list)"
+         fs_remove, fs_list or debug_forbidden_syscall)"
     )]
     UnknownAction(String),
     /// A field of a known action is missing or of the wrong type.
@@ -128,6 +137,7 @@ impl Request {
             Request::FsRemove { .. } => Action::FsRemove,
             Request::FsList => Action::FsList,
             Request::Snapshot { .. } => Action::Snapshot,
+            Request::DebugForbiddenSyscall => Action::DebugForbiddenSyscall,
         }
     }
 
@@ -157,6 +167,7 @@ impl Request {
             Action::Status => Request::Status,
             Action::Shutdown => Request::Shutdown,
             Action::FsList => Request::FsList,
+            Action::DebugForbiddenSyscall => Request::DebugForbiddenSyscall,
             Action::FsAdd => {
                 let source = PathBuf::from(field("source")?);
                 let target = field("target")?;
@@ -286,6 +297,7 @@ mod tests {
                 state: "/t/state".into(),
                 memory: "/t/memory".into(),
             },
+            Request::DebugForbiddenSyscall,
         ]
     }
 

@@ -9,6 +9,8 @@
 //! - [`process`]: [`VmmProcess`], the started VMM (wait, kill, killed on
 //!   drop), and [`connect_agent`], reaching the guest's agent once it
 //!   answers while the VMM lives;
+//! - [`jail`]: how the VMM is jailed ([`JailSpec`]) and why a VMM exited
+//!   ([`jail::exit_reason`]);
 //! - [`profile`]: the host profile ([`HostProfile`]), which changes what
 //!   a guest needs on this host (std only: no KVM here);
 //! - [`template`]: VM templates, their cache and their one maker.
@@ -19,6 +21,7 @@
 
 pub mod api;
 pub mod api_client;
+pub mod jail;
 pub mod privileges;
 #[cfg(feature = "launch")]
 pub mod process;
@@ -29,6 +32,7 @@ pub mod template;
 
 pub use api::{FsMount, Reply, Request, VmState};
 pub use api_client::{ApiClient, ApiClientError, SnapshotInfo};
+pub use jail::{JailSpec, SeccompMode};
 #[cfg(feature = "launch")]
 pub use process::{
     connect_agent, ConnectAgentError, OutputTail, PidFd, ProcessError, ProcessIdentity, VmmProcess,

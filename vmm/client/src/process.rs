@@ -176,7 +176,9 @@ impl VmmProcess {
         if let Some(status) = self.try_wait()? {
             return Ok(status);
         }
-        if let Err(error) = self.child.kill() {
+        // Through a pidfd: the VM's own process first (PidFd::kill).
+        let killed = PidFd::open(self.pid()).and_then(|pidfd| pidfd.kill());
+        if let Err(error) = killed.or_else(|_| self.child.kill()) {
             tracing::warn!(pid = self.pid(), %error, "cannot kill the VMM");
         }
         self.wait()
@@ -229,8 +231,43 @@ impl PidFd {
         Ok(PidFd(unsafe { OwnedFd::from_raw_fd(fd as i32) }))
     }
 
-    /// Sends SIGKILL. `Ok` also when the process has already exited.
+    /// Kills the VMM: SIGKILL to the VM's process, the monitor's child
+    /// (`crate::jail::vmm_pid`), so the monitor exits only once the VM is
+    /// gone (its memory freed, out of its cgroup), or to this process when
+    /// it has no child. `Ok` also when the process has already exited.
     pub fn kill(&self) -> io::Result<()> {
+        if let Some(vm) = self.vm_process() {
+            if vm.send_kill().is_ok() {
+                return Ok(());
+            }
+        }
+        self.send_kill()
+    }
+
+    /// The pid this pidfd refers to, from `/proc/self/fdinfo`.
+    fn pid(&self) -> Option<u32> {
+        let info =
+            std::fs::read_to_string(format!("/proc/self/fdinfo/{}", self.0.as_raw_fd())).ok()?;
+        info.lines()
+            .find_map(|l| l.strip_prefix("Pid:"))
+            .and_then(|pid| pid.trim().parse().ok())
+            .filter(|&pid: &i64| pid > 0)
+            .map(|pid| pid as u32)
+    }
+
+    /// A pidfd of this (monitor) process's child, checked to be its child
+    /// still after the open, so a reused pid cannot pass for it.
+    fn vm_process(&self) -> Option<PidFd> {
+        let monitor = self.pid()?;
+        let vm = crate::jail::vmm_pid(monitor);
+        if vm == monitor {
+            return None;
+        }
+        let pidfd = PidFd::open(vm).ok()?;
+        (crate::jail::vmm_pid(monitor) == vm).then_some(pidfd)
+    }
+
+    fn send_kill(&self) -> io::Result<()> {
         // SAFETY: pidfd_send_signal on a descriptor we own, no siginfo.
         let sent = unsafe {
             libc::syscall(
@@ -355,6 +392,25 @@ mod tests {
         // Reaped: the pid is gone, and the pidfd's kill is a no-op.
         assert!(!Path::new(&format!("/proc/{pid}")).exists());
         pidfd.kill().unwrap();
+    }
+
+    #[test]
+    fn a_kill_goes_to_the_monitors_child_and_the_monitor_follows() {
+        // sh plays the monitor: it waits for its child and exits.
+        let mut monitor = Command::new("sh");
+        monitor.args(["-c", "sleep 600 & wait; exit 3"]);
+        let mut vmm = VmmProcess::spawn(&mut monitor).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while crate::jail::vmm_pid(vmm.pid()) == vmm.pid() {
+            assert!(Instant::now() < deadline, "sh never started its child");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let child = crate::jail::vmm_pid(vmm.pid());
+        PidFd::open(vmm.pid()).unwrap().kill().unwrap();
+        // The monitor was not killed: it saw its child die and exited.
+        assert_eq!(vmm.wait().unwrap().code(), Some(3));
+        let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+        assert!(stat.is_empty() || stat.contains(") Z "), "{stat}");
     }
 
     #[test]

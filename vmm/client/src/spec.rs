@@ -9,6 +9,8 @@ use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use crate::jail::JailSpec;
+
 /// Where a VM meets the host: its console, its API socket and the unix
 /// socket of its hybrid vsock device. Each VM, booted or restored, has its
 /// own.
@@ -206,13 +208,22 @@ impl Launch {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VmmCommand {
     binary: PathBuf,
+    jail: JailSpec,
 }
 
 impl VmmCommand {
     pub fn new(binary: impl Into<PathBuf>) -> Self {
         VmmCommand {
             binary: binary.into(),
+            jail: JailSpec::default(),
         }
+    }
+
+    /// The same binary, jailed as `jail` says (the default is the whole
+    /// jail).
+    pub fn with_jail(mut self, jail: JailSpec) -> Self {
+        self.jail = jail;
+        self
     }
 
     pub fn binary(&self) -> &Path {
@@ -239,7 +250,10 @@ impl VmmCommand {
     /// caller's to set.
     pub fn command(&self, launch: &Launch) -> Command {
         let mut command = Command::new(&self.binary);
-        command.args(launch.args()).stdin(Stdio::null());
+        command
+            .args(launch.args())
+            .args(self.jail.args())
+            .stdin(Stdio::null());
         command
     }
 }

@@ -6,6 +6,7 @@
 #[cfg(test)]
 mod client_tests;
 pub mod file;
+mod jail;
 pub mod restore;
 #[cfg(test)]
 mod serial_tests;
@@ -18,6 +19,7 @@ use std::path::{Path, PathBuf};
 
 pub use crate::devices::virtio::fs::CacheMode;
 pub use file::FileConfig;
+pub use jail::{jail, JAIL_FLAGS, MAX_OPEN_FILES, MIN_OPEN_FILES};
 pub use restore::{Launch, RestoreConfig};
 
 /// Fewest vCPUs a VM may have.
@@ -57,12 +59,14 @@ pub const USAGE: &str = "usage: vessel-vmm [--config FILE] --kernel PATH --initr
 [--cmdline EXTRA] [--vcpus N] [--memory-mib N] [--serial stdout|PATH [--serial-max-bytes N]] \
 [--api-sock PATH] [--log-max-bytes N] \
 [--vsock-uds PATH] [--guest-cid N] \
-[--fs-dir PATH [--fs-tag TAG] [--fs-cache auto|always|never] [--fs-xattr on|off]]\n   \
+[--fs-dir PATH [--fs-tag TAG] [--fs-cache auto|always|never] [--fs-xattr on|off]] [JAIL]\n   \
 or: vessel-vmm [--config FILE] --restore-state FILE --restore-memory FILE \
 [--serial stdout|PATH [--serial-max-bytes N]] \
 [--api-sock PATH] [--log-max-bytes N] [--vsock-uds PATH] \
-[--fs-dir PATH [--fs-tag TAG] [--fs-cache auto|always|never] [--fs-xattr on|off]]\n   \
-or: vessel-vmm check   (can this host run Vessel?)";
+[--fs-dir PATH [--fs-tag TAG] [--fs-cache auto|always|never] [--fs-xattr on|off]] [JAIL]\n   \
+or: vessel-vmm check   (can this host run Vessel?)\n\
+JAIL (debugging only, but the limits): [--jail on|off] [--seccomp kill|log] \
+[--rlimit-nofile N] [--rlimit-fsize BYTES] [--debug-api on|off]";
 
 /// Where the guest's serial console goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -209,6 +213,14 @@ pub enum ConfigError {
     SerialCapWithoutFile,
     #[error("--log-max-bytes: {0} is below {MIN_SERIAL_MAX_BYTES}")]
     LogMaxBytes(u64),
+    #[error("{flag}: {value:?} is not {expected}")]
+    JailValue {
+        flag: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+    #[error("--rlimit-nofile: {0} is out of range {MIN_OPEN_FILES}..={MAX_OPEN_FILES}")]
+    OpenFilesLimit(u64),
     #[error("{0}: not with --restore-state (the snapshot holds the guest and its settings)")]
     NotWithRestore(&'static str),
     #[error("{flag}: cannot open {path:?}")]
@@ -393,7 +405,9 @@ pub fn from_args(
             name @ ("--config" | "--kernel" | "--initrd" | "--cmdline" | "--vcpus"
             | "--memory-mib" | "--serial" | "--serial-max-bytes" | "--api-sock"
             | "--vsock-uds" | "--guest-cid" | "--fs-dir" | "--fs-tag" | "--fs-cache"
-            | "--fs-xattr" | "--restore-state" | "--restore-memory" | "--log-max-bytes") => {
+            | "--fs-xattr" | "--restore-state" | "--restore-memory" | "--log-max-bytes"
+            | "--jail" | "--seccomp" | "--rlimit-nofile" | "--rlimit-fsize"
+            | "--debug-api") => {
                 let value = it
                     .next()
                     .ok_or_else(|| ConfigError::MissingValue(flag.clone()))?;
@@ -408,6 +422,8 @@ pub fn from_args(
             })
         };
         match name {
+            // Taken by `main` before anything runs (jail::from_args).
+            jail if JAIL_FLAGS.contains(&jail) => {}
             "--config" => config_file = Some(PathBuf::from(value)),
             "--kernel" => flags.kernel = Some(PathBuf::from(value)),
             "--initrd" => flags.initrd = Some(PathBuf::from(value)),

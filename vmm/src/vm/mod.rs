@@ -14,7 +14,7 @@ use tracing::{info, warn};
 use vm_memory::{GuestMemory, GuestMemoryMmap, GuestMemoryRegion};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use crate::api::ApiServer;
+use crate::api::{ApiOptions, ApiServer};
 use crate::boot::{layout, loader, mptable, params, tables};
 use crate::config::{FsConfig, SerialOutput, VmConfig};
 use crate::cpu::control::{install_kick_handler, VcpuControl};
@@ -24,6 +24,7 @@ use crate::devices::legacy::serial::{SerialDevice, SerialError, SERIAL_IRQ};
 use crate::devices::virtio::fs::{self as virtio_fs, FsServer, SharedDir};
 use crate::devices::virtio::{self, rng::Rng, vsock::Vsock};
 use crate::devices::{Bus, MmioSlot};
+use crate::jail::{Role, ThreadFilters};
 use crate::memory::{self, MemoryError};
 use crate::profile::HostProfile;
 use crate::snapshot::{SnapshotError, Snapshotter};
@@ -138,6 +139,8 @@ type EventLoop = EventManager<Arc<Mutex<dyn MutEventSubscriber + Send>>>;
 struct OwnLoop {
     /// The thread's name.
     name: &'static str,
+    /// Its seccomp policy.
+    role: Role,
     events: EventLoop,
     /// Runs first in the new thread.
     on_start: fn(),
@@ -189,7 +192,7 @@ impl<'a> VirtioAttacher<'a> {
         let server =
             FsServer::new(&share.fs_root(), fs.cache, fs.xattr).map_err(VmError::CreateFs)?;
         let (device, worker) = virtio_fs::device::new(tag, server).map_err(VmError::CreateFs)?;
-        self.attach_on_own_thread(device, worker, "vmm-fs", fs_thread_start)?;
+        self.attach_on_own_thread(device, worker, ("vmm-fs", Role::Fs), fs_thread_start)?;
         info!(
             dir = %share.path().display(),
             tag,
@@ -201,12 +204,13 @@ impl<'a> VirtioAttacher<'a> {
     }
 
     /// Attaches a device whose `subscriber` gets an event loop of its own,
-    /// run by a thread named `name` that calls `on_start` first.
+    /// run by a thread named `name` that calls `on_start` first, then
+    /// applies the seccomp policy of `role`.
     fn attach_on_own_thread<D, S>(
         &mut self,
         device: D,
         subscriber: S,
-        name: &'static str,
+        (name, role): (&'static str, Role),
         on_start: fn(),
     ) -> Result<(), VmError>
     where
@@ -218,6 +222,7 @@ impl<'a> VirtioAttacher<'a> {
         events.add_subscriber(Arc::new(Mutex::new(subscriber)));
         self.own_loops.push(OwnLoop {
             name,
+            role,
             events,
             on_start,
         });
@@ -417,23 +422,30 @@ impl Vm {
         })
     }
 
-    /// Runs every vCPU in its own thread until the VM stops.
-    pub fn run(mut self) -> Result<VmExit, VmError> {
+    /// Runs every vCPU in its own thread until the VM stops. Each thread
+    /// applies its seccomp filter from `filters` as it starts, and this one
+    /// (the main thread) once every other has started. `debug_api` lets the
+    /// API serve `debug_forbidden_syscall`.
+    pub fn run(mut self, filters: ThreadFilters, debug_api: bool) -> Result<VmExit, VmError> {
         // The device event loop never ends, so the vsock device's own Drop
         // never runs: remove its socket file on every way out of here.
         let _vsock_file = self.vsock_uds.take().map(RemoveOnDrop);
         if let Some(mut events) = self.events.take() {
             thread::Builder::new()
                 .name("vmm-events".into())
-                .spawn(move || loop {
-                    if let Err(error) = events.run() {
-                        warn!(%error, "device event loop");
+                .spawn(move || {
+                    filters.apply(Role::Events);
+                    loop {
+                        if let Err(error) = events.run() {
+                            warn!(%error, "device event loop");
+                        }
                     }
                 })
                 .map_err(VmError::SpawnEventLoop)?;
         }
         for OwnLoop {
             name,
+            role,
             mut events,
             on_start,
         } in std::mem::take(&mut self.own_loops)
@@ -442,6 +454,7 @@ impl Vm {
                 .name(name.into())
                 .spawn(move || {
                     on_start();
+                    filters.apply(role);
                     loop {
                         if let Err(error) = events.run() {
                             warn!(%error, thread = name, "device event loop");
@@ -460,7 +473,10 @@ impl Vm {
             let vcpu_control = Arc::clone(&control);
             thread::Builder::new()
                 .name("vcpu".into())
-                .spawn(move || vcpu.run(bus, vcpu_control, halted, count, tx))
+                .spawn(move || {
+                    filters.apply(Role::Vcpu);
+                    vcpu.run(bus, vcpu_control, halted, count, tx)
+                })
                 .map_err(VmError::SpawnVcpu)?;
         }
         drop(tx);
@@ -477,12 +493,14 @@ impl Vm {
                     Arc::clone(&control),
                     self.shared_dir.clone(),
                     Some(Arc::new(snapshotter)),
+                    ApiOptions { filters, debug_api },
                 )
                 .map_err(VmError::Api)?;
                 Some(server)
             }
             None => None,
         };
+        filters.apply(Role::Main);
         let exit = rx
             .recv()
             .unwrap_or_else(|_| VmExit::Error("every vCPU thread ended".into()));

@@ -1,5 +1,5 @@
 //! The VM's death: every process still running exits then, with
-//! [`VM_GONE_STATUS`].
+//! [`VM_GONE_STATUS`], and the shim's log says why the VM ended.
 
 use std::sync::Weak;
 
@@ -8,16 +8,17 @@ use crate::domain::VM_GONE_STATUS;
 use crate::task::Shared;
 
 /// What the sandbox runs once its VMM has exited.
-pub(in crate::task) fn on_exit(shared: Weak<Shared>) -> Box<dyn FnOnce() + Send> {
-    Box::new(move || {
+pub(in crate::task) fn on_exit(shared: Weak<Shared>) -> Box<dyn FnOnce(&str) + Send> {
+    Box::new(move |reason| {
         if let Some(shared) = shared.upgrade() {
-            vm_exited(&shared);
+            vm_exited(&shared, reason);
         }
     })
 }
 
-/// The VMM died: every process still running exits now.
-fn vm_exited(shared: &Shared) {
+/// The VMM died (`reason` says why): every process still running exits
+/// now.
+fn vm_exited(shared: &Shared, reason: &str) {
     let running: Vec<(String, String)> = shared
         .lock()
         .containers
@@ -32,6 +33,7 @@ fn vm_exited(shared: &Shared) {
     if !running.is_empty() {
         tracing::warn!(
             processes = running.len(),
+            reason,
             "the VM exited; its processes are reported killed"
         );
     }

@@ -10,8 +10,8 @@
 //! measures the wall time from spawning the VMM to the console line with
 //! `VESSEL-TEST-INIT-START`, and at that moment reads the VMM's
 //! `/proc/<pid>/status` and `/proc/<pid>/smaps`: the VMM's overhead is its
-//! VmRSS less the resident part of the guest-RAM mapping (a jailed
-//! vessel-vmm's monitor process counts too). Then it waits for
+//! VmRSS less the resident part of the guest-RAM mapping (plus the PSS of
+//! a jailed vessel-vmm's monitor process). Then it waits for
 //! the guest's reboot to end the VMM with status 0.
 //!
 //! The harness builds the release vessel-vmm it runs (`target/harness/`).
@@ -192,11 +192,13 @@ fn measure(runner: Runner, spec: &BootSpec, memory_kib: u64) -> Result<Sample> {
     };
     // A jailed vessel-vmm runs the VM in its monitor's child.
     let vm_pid = vessel_vmm_client::jail::vmm_pid(pid);
+    // The monitor, a fork of the VMM before any VM existed, shares most of
+    // its pages with it: what it adds is its PSS.
     let monitor_rss_kib = if vm_pid == pid {
         0
     } else {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-        status_kib(&status, "VmRSS").context("no VmRSS in the monitor's status")?
+        let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))?;
+        status_kib(&rollup, "Pss").context("no Pss in the monitor's smaps_rollup")?
     };
     let pid = vm_pid;
     let proc_dir = PathBuf::from(format!("/proc/{pid}"));

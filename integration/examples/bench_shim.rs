@@ -111,14 +111,10 @@ fn main() -> Result<()> {
         .context("the shim process")?;
     let shim_rss = kb(&format!("/proc/{shim}/status"), "VmRSS:").unwrap_or(0);
     // The task's pid is the VMM's monitor; the VM runs in its child.
-    let both = [vmm, vessel_vmm_client::jail::vmm_pid(vmm)];
-    let both = if both[0] == both[1] {
-        &both[..1]
-    } else {
-        &both[..]
-    };
+    let processes = vessel_vmm_client::jail::vmm_processes(vmm);
     let sum = |file: &str, key: &str| -> u64 {
-        both.iter()
+        processes
+            .iter()
             .map(|pid| kb(&format!("/proc/{pid}/{file}"), key).unwrap_or(0))
             .sum()
     };

@@ -57,14 +57,8 @@ impl Vm {
 
     /// PSS of the VMM and its monitor.
     fn pss_kib(&self) -> Result<u64> {
-        let monitor = self.guest.pid();
-        let vmm = vessel_vmm_client::jail::vmm_pid(monitor);
-        let pids = if vmm == monitor {
-            vec![vmm]
-        } else {
-            vec![monitor, vmm]
-        };
-        pids.into_iter().try_fold(0, |sum, pid| {
+        let processes = vessel_vmm_client::jail::vmm_processes(self.guest.pid());
+        processes.into_iter().try_fold(0, |sum, pid| {
             let path = format!("/proc/{pid}/smaps_rollup");
             let text = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
             let pss: u64 = text

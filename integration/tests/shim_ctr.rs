@@ -10,7 +10,7 @@ use anyhow::{ensure, Context, Result};
 use vessel_integration::containerd::{Containerd, RUNTIME};
 use vessel_integration::pty::run_on_terminal;
 use vessel_integration::Cases;
-use vessel_vmm_client::{ApiClient, Request};
+use vessel_vmm_client::{ApiClient, ProcessIdentity, Request};
 
 /// Polls `f` until it is true or `timeout` passes.
 fn eventually(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<bool>) -> Result<()> {
@@ -529,7 +529,7 @@ fn hostile_share_in_a_pod(c: &Containerd, image: &str) -> Result<()> {
 fn api_socket_of(c: &Containerd, pid: u32) -> Result<std::path::PathBuf> {
     for dir in std::fs::read_dir(c.vessel_state())?.flatten() {
         let owner = std::fs::read_to_string(dir.path().join("vmm.pid")).unwrap_or_default();
-        if owner.split_whitespace().next() == Some(&pid.to_string()) {
+        if ProcessIdentity::parse(&owner).is_some_and(|id| id.pid == pid) {
             return Ok(dir.path().join("api.sock"));
         }
     }

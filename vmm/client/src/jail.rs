@@ -110,6 +110,16 @@ pub fn vmm_pid(pid: u32) -> u32 {
         .unwrap_or(pid)
 }
 
+/// Every process of the VMM spawned as `pid`: its monitor and the VM's
+/// process, or `pid` alone when it has no child ([`vmm_pid`]). Memory
+/// figures sum them.
+pub fn vmm_processes(pid: u32) -> Vec<u32> {
+    match vmm_pid(pid) {
+        vm if vm == pid => vec![pid],
+        vm => vec![pid, vm],
+    }
+}
+
 /// Why a VMM exited, in words for a log or an error: its seccomp policy
 /// stopped it, a signal killed it, it failed, or the guest shut down.
 pub fn exit_reason(status: ExitStatus) -> String {
@@ -164,10 +174,12 @@ mod tests {
         }
         let vmm = vmm_pid(pid);
         assert_ne!(vmm, pid);
+        assert_eq!(vmm_processes(pid), [pid, vmm]);
         assert!(std::fs::read_to_string(format!("/proc/{vmm}/cmdline"))
             .unwrap()
             .starts_with("sleep"));
         assert_eq!(vmm_pid(vmm), vmm);
+        assert_eq!(vmm_processes(vmm), [vmm]);
         // SAFETY: kill takes integers; the sleep is our grandchild.
         unsafe { libc::kill(vmm as i32, libc::SIGKILL) };
         monitor.wait().unwrap();

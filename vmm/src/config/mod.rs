@@ -401,13 +401,17 @@ pub fn from_args(
     let mut config_file = None;
     let mut it = args.iter();
     while let Some(flag) = it.next() {
+        if JAIL_FLAGS.contains(&flag.as_str()) {
+            // Taken by `main` before anything runs (jail).
+            it.next()
+                .ok_or_else(|| ConfigError::MissingValue(flag.clone()))?;
+            continue;
+        }
         let (name, value) = match flag.as_str() {
             name @ ("--config" | "--kernel" | "--initrd" | "--cmdline" | "--vcpus"
             | "--memory-mib" | "--serial" | "--serial-max-bytes" | "--api-sock"
             | "--vsock-uds" | "--guest-cid" | "--fs-dir" | "--fs-tag" | "--fs-cache"
-            | "--fs-xattr" | "--restore-state" | "--restore-memory" | "--log-max-bytes"
-            | "--jail" | "--seccomp" | "--rlimit-nofile" | "--rlimit-fsize"
-            | "--debug-api") => {
+            | "--fs-xattr" | "--restore-state" | "--restore-memory" | "--log-max-bytes") => {
                 let value = it
                     .next()
                     .ok_or_else(|| ConfigError::MissingValue(flag.clone()))?;
@@ -422,8 +426,6 @@ pub fn from_args(
             })
         };
         match name {
-            // Taken by `main` before anything runs (jail::from_args).
-            jail if JAIL_FLAGS.contains(&jail) => {}
             "--config" => config_file = Some(PathBuf::from(value)),
             "--kernel" => flags.kernel = Some(PathBuf::from(value)),
             "--initrd" => flags.initrd = Some(PathBuf::from(value)),

@@ -571,3 +571,21 @@ fn fs_flags_and_keys() {
         r#"config file /x.json: unknown field "fs_dri""#
     );
 }
+
+#[test]
+fn the_jails_flags_leave_the_vm_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let (kernel, initrd) = boot_files(dir.path());
+    let (kernel, initrd) = (kernel.to_str().unwrap(), initrd.to_str().unwrap());
+    let base = ["--kernel", kernel, "--initrd", initrd];
+    let plain = boot_from_args(&args(&base), PROFILE).unwrap();
+    let mut jailed = base.to_vec();
+    jailed.extend(["--jail", "off", "--seccomp", "log", "--debug-api", "on"]);
+    assert_eq!(boot_from_args(&args(&jailed), PROFILE).unwrap(), plain);
+    let mut missing = base.to_vec();
+    missing.push("--rlimit-nofile");
+    assert_eq!(
+        args_error(&missing),
+        "--rlimit-nofile: missing value (see --help)"
+    );
+}

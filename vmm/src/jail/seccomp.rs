@@ -92,10 +92,6 @@ impl ThreadFilters {
         Ok(ThreadFilters(Some(mode)))
     }
 
-    pub fn is_on(self) -> bool {
-        self.0.is_some()
-    }
-
     /// Names `role` as the calling thread's, for the SIGSYS handler's
     /// report, in a thread that inherited that role's filter from the
     /// thread that started it.
